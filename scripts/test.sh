@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+  # Real image data for the Fashion-MNIST reader tests (Debian package, no download at run time).
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "note: dataset-fashion-mnist not installed; tests that need it are skipped" >&2
+fi
+cargo test --workspace --release --locked
