@@ -1,0 +1,656 @@
+//! CPU f32 convolution kernels: im2col / col2im + `gemm`, multi-threaded with rayon.
+//!
+//! Layout conventions (all row-major, contiguous):
+//! * `x`   `[B, C, H, W]`
+//! * `w`   `[O, C, K, K]`, seen as the matrix `W [O, KK]` with `KK = C*K*K`
+//! * `y`   `[B, O, Ho, Wo]`, `P = Ho*Wo`
+//!
+//! Work is split into *units*: either a group of `nb > 1` whole images (small feature maps,
+//! so that the gemm `N` dimension is large enough), or one image processed in row *chunks*
+//! (large feature maps, so that the im2col buffer of a chunk stays cache-sized). Units are
+//! distributed over rayon worker threads (dynamic scheduling through an atomic counter); each
+//! thread keeps its scratch buffers in thread-local storage. When there are fewer units than
+//! threads, units run one after the other and gemm itself is parallelised instead.
+
+use gemm::Parallelism;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Target size in bytes of one im2col chunk (see module docs). Tunable for benchmarks.
+static TILE_BYTES: AtomicUsize = AtomicUsize::new(2 << 20);
+/// Minimum number of gemm columns per unit for small feature maps.
+static MIN_COLS: AtomicUsize = AtomicUsize::new(256);
+
+/// Benchmark knob: target bytes of an im2col chunk and minimum gemm columns per unit.
+#[doc(hidden)]
+pub fn set_tiling(tile_bytes: usize, min_cols: usize) {
+    TILE_BYTES.store(tile_bytes.max(1), Ordering::Relaxed);
+    MIN_COLS.store(min_cols.max(1), Ordering::Relaxed);
+}
+
+/// Convolution geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geom {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub s: usize,
+    pub p: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    /// Returns `None` when the (padded) input is smaller than the kernel or stride is 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        o: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> Option<Self> {
+        if s == 0 || k == 0 || h + 2 * p < k || w + 2 * p < k {
+            return None;
+        }
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        Some(Self {
+            b,
+            c,
+            h,
+            w,
+            o,
+            k,
+            s,
+            p,
+            ho,
+            wo,
+        })
+    }
+    #[inline]
+    pub fn kk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    #[inline]
+    pub fn npix(&self) -> usize {
+        self.ho * self.wo
+    }
+    #[inline]
+    fn in_img(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    #[inline]
+    fn out_img(&self) -> usize {
+        self.o * self.npix()
+    }
+    /// 1x1 stride-1 unpadded conv: the input itself is the im2col matrix.
+    #[inline]
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.s == 1 && self.p == 0
+    }
+}
+
+/// A unit of work: images `b0..b0+nb`; when `nb == 1` the image is processed in chunks
+/// of `rows` output rows.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    b0: usize,
+    nb: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// images per unit
+    nb: usize,
+    /// output rows per chunk when nb == 1 (== ho when the whole image fits)
+    rows: usize,
+    nunits: usize,
+}
+
+fn plan(g: &Geom, nthreads: usize) -> Plan {
+    let p = g.npix().max(1);
+    let tile_cols = (TILE_BYTES.load(Ordering::Relaxed) / (4 * g.kk().max(1))).max(g.wo.max(1));
+    let min_cols = MIN_COLS.load(Ordering::Relaxed);
+    if p >= min_cols {
+        // One image per unit, chunked by rows.
+        let rows_max = (tile_cols / g.wo.max(1)).clamp(1, g.ho.max(1));
+        let nchunks = g.ho.div_ceil(rows_max);
+        let rows = g.ho.div_ceil(nchunks).max(1);
+        Plan {
+            nb: 1,
+            rows,
+            nunits: g.b,
+        }
+    } else {
+        // Group images so that the gemm has at least `min_cols` columns, but keep enough
+        // units to feed all threads (and a multiple of the thread count when possible).
+        let mut nb = min_cols.div_ceil(p).min(g.b).max(1);
+        let per_thread = g.b.div_ceil(nthreads).max(1);
+        nb = nb.min(per_thread);
+        let mut nunits = g.b.div_ceil(nb);
+        #[allow(clippy::manual_is_multiple_of)] // MSRV 1.85
+        if nunits > nthreads && nunits % nthreads != 0 {
+            let target = nunits.div_ceil(nthreads) * nthreads;
+            nb = g.b.div_ceil(target).max(1);
+            nunits = g.b.div_ceil(nb);
+        }
+        Plan {
+            nb,
+            rows: g.ho,
+            nunits,
+        }
+    }
+}
+
+impl Plan {
+    fn unit(&self, g: &Geom, i: usize) -> Unit {
+        let b0 = i * self.nb;
+        Unit {
+            b0,
+            nb: self.nb.min(g.b - b0),
+        }
+    }
+}
+
+/// Raw pointer wrapper to share disjoint output regions between threads.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    // A method (not field access) so closures capture the whole `Send + Sync` wrapper.
+    #[inline]
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    g: Vec<f32>,
+    out: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+#[inline]
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Runs `f(unit_index, parallelism_for_gemm)` for every unit, either spread over threads
+/// (returning one accumulator per worker) or sequentially with a parallel gemm.
+fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + Sync>(
+    nunits: usize,
+    init: I,
+    f: F,
+) -> Vec<A> {
+    let nt = rayon::current_num_threads().max(1);
+    if nt == 1 || nunits < nt {
+        let par = if nt == 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(nt)
+        };
+        let mut acc = init();
+        for i in 0..nunits {
+            f(&mut acc, i, par);
+        }
+        vec![acc]
+    } else {
+        let next = AtomicUsize::new(0);
+        let workers = nt.min(nunits);
+        let mut accs: Vec<Option<A>> = (0..workers).map(|_| None).collect();
+        rayon::scope(|s| {
+            for slot in accs.iter_mut() {
+                let next = &next;
+                let init = &init;
+                let f = &f;
+                s.spawn(move |_| {
+                    let mut acc = init();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= nunits {
+                            break;
+                        }
+                        f(&mut acc, i, Parallelism::None);
+                    }
+                    *slot = Some(acc);
+                });
+            }
+        });
+        accs.into_iter().flatten().collect()
+    }
+}
+
+/// Output-column range `[lo, hi)` of a stride-1 row for kernel column `kw`: the columns whose
+/// input column `ow + kw - p` lies inside `[0, w)`.
+#[inline]
+fn s1_valid(g: &Geom, kw: usize) -> (usize, usize) {
+    let lo = g.p.saturating_sub(kw).min(g.wo);
+    let hi = (g.w + g.p).saturating_sub(kw).min(g.wo).max(lo);
+    (lo, hi)
+}
+
+/// im2col of images `b0..b0+nb`, output rows `oh0..oh1`, into `col` (`[KK, ld]`); image `j`
+/// occupies columns `j*seg..(j+1)*seg` with `seg = (oh1-oh0)*wo`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    g: &Geom,
+    x: &[f32],
+    b0: usize,
+    nb: usize,
+    oh0: usize,
+    oh1: usize,
+    col: &mut [f32],
+    ld: usize,
+) {
+    let (k, s, p, wo) = (g.k, g.s, g.p, g.wo);
+    let seg = (oh1 - oh0) * wo;
+    for j in 0..nb {
+        let xi = &x[(b0 + j) * g.in_img()..(b0 + j + 1) * g.in_img()];
+        for ci in 0..g.c {
+            let xc = &xi[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+            for kh in 0..k {
+                for kw in 0..k {
+                    let r = (ci * k + kh) * k + kw;
+                    let drow = &mut col[r * ld + j * seg..r * ld + (j + 1) * seg];
+                    let (lo, hi) = s1_valid(g, kw);
+                    for (t, oh) in (oh0..oh1).enumerate() {
+                        let d = &mut drow[t * wo..(t + 1) * wo];
+                        let ih = (oh * s + kh) as isize - p as isize;
+                        if ih < 0 || ih >= g.h as isize {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        let src = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        if s == 1 {
+                            d[..lo].fill(0.0);
+                            d[lo..hi].copy_from_slice(&src[lo + kw - p..hi + kw - p]);
+                            d[hi..].fill(0.0);
+                        } else {
+                            for (ow, dv) in d.iter_mut().enumerate() {
+                                let iw = (ow * s + kw) as isize - p as isize;
+                                *dv = if iw >= 0 && (iw as usize) < g.w {
+                                    src[iw as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: scatter-adds `col` into `gx` (which holds whole images `b0..`).
+#[allow(clippy::too_many_arguments)]
+fn col2im(
+    g: &Geom,
+    col: &[f32],
+    ld: usize,
+    b0: usize,
+    nb: usize,
+    oh0: usize,
+    oh1: usize,
+    gx: SendPtr,
+) {
+    let (k, s, p, wo) = (g.k, g.s, g.p, g.wo);
+    let seg = (oh1 - oh0) * wo;
+    for j in 0..nb {
+        // SAFETY: the unit owning images b0..b0+nb is the only writer of these images.
+        let gi = unsafe {
+            std::slice::from_raw_parts_mut(gx.get().add((b0 + j) * g.in_img()), g.in_img())
+        };
+        for ci in 0..g.c {
+            let gc = &mut gi[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+            for kh in 0..k {
+                for kw in 0..k {
+                    let r = (ci * k + kh) * k + kw;
+                    let srow = &col[r * ld + j * seg..r * ld + (j + 1) * seg];
+                    let (lo, hi) = s1_valid(g, kw);
+                    for (t, oh) in (oh0..oh1).enumerate() {
+                        let sv = &srow[t * wo..(t + 1) * wo];
+                        let ih = (oh * s + kh) as isize - p as isize;
+                        if ih < 0 || ih >= g.h as isize {
+                            continue;
+                        }
+                        let dst = &mut gc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        if s == 1 {
+                            for (d, v) in dst[lo + kw - p..hi + kw - p].iter_mut().zip(&sv[lo..hi])
+                            {
+                                *d += *v;
+                            }
+                        } else {
+                            for (ow, v) in sv.iter().enumerate() {
+                                let iw = (ow * s + kw) as isize - p as isize;
+                                if iw >= 0 && (iw as usize) < g.w {
+                                    dst[iw as usize] += *v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Iterates the `(oh0, oh1)` chunks of a unit.
+fn chunks(g: &Geom, pl: &Plan) -> impl Iterator<Item = (usize, usize)> {
+    let ho = g.ho;
+    let rows = if pl.nb == 1 {
+        pl.rows.max(1)
+    } else {
+        ho.max(1)
+    };
+    (0..ho.div_ceil(rows)).map(move |i| (i * rows, ((i + 1) * rows).min(ho)))
+}
+
+/// Forward convolution (+ optional bias, optional ReLU). Returns `y` `[B, O, Ho, Wo]`.
+pub(crate) fn conv_fwd(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; g.b * g.out_img()];
+    if y.is_empty() {
+        return y;
+    }
+    let nt = rayon::current_num_threads().max(1);
+    let pl = plan(g, nt);
+    let yp = SendPtr(y.as_mut_ptr());
+    let (kk, o, np) = (g.kk(), g.o, g.npix());
+    run_units(
+        pl.nunits,
+        || (),
+        |_, ui, par| {
+            let u = pl.unit(g, ui);
+            SCRATCH.with(|sc| {
+                let sc = &mut *sc.borrow_mut();
+                for (oh0, oh1) in chunks(g, &pl) {
+                    let seg = (oh1 - oh0) * g.wo;
+                    let n = u.nb * seg;
+                    // rhs: the im2col matrix [KK, n]
+                    let (rhs, rhs_rs): (*const f32, usize) = if g.pointwise() && u.nb == 1 {
+                        (x[u.b0 * g.in_img() + oh0 * g.w..].as_ptr(), g.h * g.w)
+                    } else {
+                        let col = grow(&mut sc.col, kk * n);
+                        im2col(g, x, u.b0, u.nb, oh0, oh1, col, n);
+                        (col.as_ptr(), n)
+                    };
+                    // dst: directly into y for single images, else a [O, n] scratch.
+                    let (dst, dst_rs) = if u.nb == 1 {
+                        // SAFETY: in bounds; rows oh0..oh1 of image b0 belong to this unit.
+                        (unsafe { yp.get().add(u.b0 * g.out_img() + oh0 * g.wo) }, np)
+                    } else {
+                        (grow(&mut sc.out, o * n).as_mut_ptr(), n)
+                    };
+                    unsafe {
+                        gemm::gemm(
+                            o,
+                            n,
+                            kk,
+                            dst,
+                            1,
+                            dst_rs as isize,
+                            false,
+                            w.as_ptr(),
+                            1,
+                            kk as isize,
+                            rhs,
+                            1,
+                            rhs_rs as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                    // epilogue: bias + relu, scatter grouped results
+                    for j in 0..u.nb {
+                        for oc in 0..o {
+                            let bv = bias.map_or(0.0, |b| b[oc]);
+                            // SAFETY: disjoint region of y owned by this unit.
+                            let yrow = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    yp.get()
+                                        .add((u.b0 + j) * g.out_img() + oc * np + oh0 * g.wo),
+                                    seg,
+                                )
+                            };
+                            if u.nb > 1 {
+                                yrow.copy_from_slice(
+                                    &sc.out[oc * n + j * seg..oc * n + (j + 1) * seg],
+                                );
+                            }
+                            match (bias.is_some(), relu) {
+                                (true, true) => {
+                                    yrow.iter_mut().for_each(|v| *v = (*v + bv).max(0.0))
+                                }
+                                (true, false) => yrow.iter_mut().for_each(|v| *v += bv),
+                                (false, true) => yrow.iter_mut().for_each(|v| *v = v.max(0.0)),
+                                (false, false) => {}
+                            }
+                        }
+                    }
+                }
+            });
+        },
+    );
+    y
+}
+
+/// Gradients of a convolution. `gy` is the gradient w.r.t. the op's output; when `y_relu` is
+/// given, the op was `relu(conv)` with output `y_relu`, and `gy` is masked by `y_relu > 0`.
+pub(crate) struct ConvGrads {
+    pub gx: Option<Vec<f32>>,
+    pub gw: Option<Vec<f32>>,
+    pub gb: Option<Vec<f32>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bwd(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    y_relu: Option<&[f32]>,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+) -> ConvGrads {
+    let (kk, o, np) = (g.kk(), g.o, g.npix());
+    let mut gx = if need_x {
+        Some(vec![0.0f32; g.b * g.in_img()])
+    } else {
+        None
+    };
+    let gxp = SendPtr(gx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
+    let nt = rayon::current_num_threads().max(1);
+    let pl = plan(g, nt);
+    let accs = run_units(
+        if g.b * np == 0 { 0 } else { pl.nunits },
+        || {
+            (
+                if need_w { vec![0.0f32; o * kk] } else { vec![] },
+                vec![0.0f64; if need_b { o } else { 0 }],
+                false,
+            )
+        },
+        |acc, ui, par| {
+            let u = pl.unit(g, ui);
+            let (gw_acc, gb_acc, gw_init) = acc;
+            SCRATCH.with(|sc| {
+                let sc = &mut *sc.borrow_mut();
+                for (oh0, oh1) in chunks(g, &pl) {
+                    let seg = (oh1 - oh0) * g.wo;
+                    let n = u.nb * seg;
+                    // G: the output gradient of this chunk as an [O, n] matrix.
+                    let (gm, gm_rs): (*const f32, usize) = if u.nb == 1 && y_relu.is_none() {
+                        (gy[u.b0 * g.out_img() + oh0 * g.wo..].as_ptr(), np)
+                    } else {
+                        let buf = grow(&mut sc.g, o * n);
+                        for j in 0..u.nb {
+                            for oc in 0..o {
+                                let off = (u.b0 + j) * g.out_img() + oc * np + oh0 * g.wo;
+                                let src = &gy[off..off + seg];
+                                let dst = &mut buf[oc * n + j * seg..oc * n + (j + 1) * seg];
+                                match y_relu {
+                                    Some(yr) => {
+                                        let yv = &yr[off..off + seg];
+                                        for ((d, s), yv) in dst.iter_mut().zip(src).zip(yv) {
+                                            *d = if *yv > 0.0 { *s } else { 0.0 };
+                                        }
+                                    }
+                                    None => dst.copy_from_slice(src),
+                                }
+                            }
+                        }
+                        (buf.as_ptr(), n)
+                    };
+                    if need_b {
+                        for (oc, acc) in gb_acc.iter_mut().enumerate() {
+                            for j in 0..u.nb {
+                                // SAFETY: gm is valid for the [O, n] matrix with row stride gm_rs.
+                                let row = unsafe {
+                                    std::slice::from_raw_parts(gm.add(oc * gm_rs + j * seg), seg)
+                                };
+                                *acc += row.iter().sum::<f32>() as f64;
+                            }
+                        }
+                    }
+                    if need_w {
+                        let (rhs, ld): (*const f32, usize) = if g.pointwise() && u.nb == 1 {
+                            (x[u.b0 * g.in_img() + oh0 * g.w..].as_ptr(), g.h * g.w)
+                        } else {
+                            let col = grow(&mut sc.col, kk * n);
+                            im2col(g, x, u.b0, u.nb, oh0, oh1, col, n);
+                            (col.as_ptr(), n)
+                        };
+                        // gw[O, KK] += G[O, n] * col^T[n, KK]
+                        unsafe {
+                            gemm::gemm(
+                                o,
+                                kk,
+                                n,
+                                gw_acc.as_mut_ptr(),
+                                1,
+                                kk as isize,
+                                *gw_init,
+                                gm,
+                                1,
+                                gm_rs as isize,
+                                rhs,
+                                ld as isize,
+                                1,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                par,
+                            );
+                        }
+                        *gw_init = true;
+                    }
+                    if need_x {
+                        if g.pointwise() && u.nb == 1 {
+                            // gx rows directly: [C, n] (row stride H*W) = W^T[C, O] * G[O, n]
+                            unsafe {
+                                gemm::gemm(
+                                    kk,
+                                    n,
+                                    o,
+                                    gxp.get().add(u.b0 * g.in_img() + oh0 * g.w),
+                                    1,
+                                    (g.h * g.w) as isize,
+                                    false,
+                                    w.as_ptr(),
+                                    kk as isize,
+                                    1,
+                                    gm,
+                                    1,
+                                    gm_rs as isize,
+                                    0.0,
+                                    1.0,
+                                    false,
+                                    false,
+                                    false,
+                                    par,
+                                );
+                            }
+                        } else {
+                            let col = grow(&mut sc.col, kk * n);
+                            // gcol[KK, n] = W^T[KK, O] * G[O, n]
+                            unsafe {
+                                gemm::gemm(
+                                    kk,
+                                    n,
+                                    o,
+                                    col.as_mut_ptr(),
+                                    1,
+                                    n as isize,
+                                    false,
+                                    w.as_ptr(),
+                                    kk as isize,
+                                    1,
+                                    gm,
+                                    1,
+                                    gm_rs as isize,
+                                    0.0,
+                                    1.0,
+                                    false,
+                                    false,
+                                    false,
+                                    par,
+                                );
+                            }
+                            col2im(g, col, n, u.b0, u.nb, oh0, oh1, gxp);
+                        }
+                    }
+                }
+            });
+        },
+    );
+    let gw = need_w.then(|| {
+        let mut it = accs.iter().filter(|a| a.2);
+        match it.next() {
+            None => vec![0.0f32; o * kk],
+            Some(first) => {
+                let mut out = first.0.clone();
+                for a in it {
+                    out.iter_mut().zip(&a.0).for_each(|(d, s)| *d += *s);
+                }
+                out
+            }
+        }
+    });
+    let gb = need_b.then(|| {
+        let mut out = vec![0.0f64; o];
+        for a in &accs {
+            out.iter_mut().zip(&a.1).for_each(|(d, s)| *d += *s);
+        }
+        out.into_iter().map(|v| v as f32).collect()
+    });
+    ConvGrads { gx, gw, gb }
+}

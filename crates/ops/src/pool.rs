@@ -1,0 +1,87 @@
+//! 2x2 / stride-2 max-pool (floor mode) on contiguous f32 NCHW data.
+//!
+//! Backward follows PyTorch: the whole output gradient goes to the *first* maximum of each
+//! window in scan order (top-left, top-right, bottom-left, bottom-right); trailing odd
+//! rows/columns receive zero gradient.
+
+use rayon::prelude::*;
+
+/// Planes per rayon task (keeps tasks big enough for small maps).
+fn planes_per_task(plane: usize) -> usize {
+    (16384 / plane.max(1)).max(1)
+}
+
+pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut y = vec![0.0f32; planes * ho * wo];
+    if y.is_empty() {
+        return y;
+    }
+    let ppt = planes_per_task(h * w);
+    y.par_chunks_mut(ho * wo * ppt)
+        .zip(x.par_chunks(h * w * ppt))
+        .for_each(|(yc, xc)| {
+            for (yp, xp) in yc.chunks_mut(ho * wo).zip(xc.chunks(h * w)) {
+                for oh in 0..ho {
+                    let r0 = &xp[2 * oh * w..2 * oh * w + 2 * wo];
+                    let r1 = &xp[(2 * oh + 1) * w..(2 * oh + 1) * w + 2 * wo];
+                    let yr = &mut yp[oh * wo..(oh + 1) * wo];
+                    for (ow, yv) in yr.iter_mut().enumerate() {
+                        let mut m = r0[2 * ow];
+                        if r0[2 * ow + 1] > m {
+                            m = r0[2 * ow + 1];
+                        }
+                        if r1[2 * ow] > m {
+                            m = r1[2 * ow];
+                        }
+                        if r1[2 * ow + 1] > m {
+                            m = r1[2 * ow + 1];
+                        }
+                        *yv = m;
+                    }
+                }
+            }
+        });
+    y
+}
+
+pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut gx = vec![0.0f32; planes * h * w];
+    if gx.is_empty() || ho * wo == 0 {
+        return gx;
+    }
+    let ppt = planes_per_task(h * w);
+    gx.par_chunks_mut(h * w * ppt)
+        .zip(x.par_chunks(h * w * ppt))
+        .zip(gy.par_chunks(ho * wo * ppt))
+        .for_each(|((gc, xc), gyc)| {
+            for ((gp, xp), gyp) in gc
+                .chunks_mut(h * w)
+                .zip(xc.chunks(h * w))
+                .zip(gyc.chunks(ho * wo))
+            {
+                for oh in 0..ho {
+                    let (i0, i1) = (2 * oh * w, (2 * oh + 1) * w);
+                    for ow in 0..wo {
+                        let c = 2 * ow;
+                        let mut idx = i0 + c;
+                        let mut m = xp[idx];
+                        if xp[i0 + c + 1] > m {
+                            idx = i0 + c + 1;
+                            m = xp[idx];
+                        }
+                        if xp[i1 + c] > m {
+                            idx = i1 + c;
+                            m = xp[idx];
+                        }
+                        if xp[i1 + c + 1] > m {
+                            idx = i1 + c + 1;
+                        }
+                        gp[idx] = gyp[oh * wo + ow];
+                    }
+                }
+            }
+        });
+    gx
+}
