@@ -1,1 +1,11 @@
-//! placeholder
+//! Training toolkit for the pyramid (METHOD.md §8, §9): optimisers, learning-rate schedules
+//! (including the original ReduceLROnPlateau stop/reload rules), metrics logging and
+//! crash-safe file writes. Everything a resume needs is serialisable.
+
+mod error;
+pub mod fsio;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+pub use error::{Result, TrainError};

@@ -1,0 +1,669 @@
+//! Learning-rate schedules as pure, serialisable state machines.
+//!
+//! `Plateau` reproduces the ORIGINAL training loops of METHOD.md §8.2–§8.4: PyTorch 0.2's
+//! ReduceLROnPlateau plus the loop's checkpoint / reload / stop rules. The caller evaluates,
+//! feeds the monitored metric, and acts on the returned `Decision` (save, reload, set lrs, stop).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Whether the monitored metric should go down (loss, stage 1) or up (accuracy, stage 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Min,
+    #[default]
+    Max,
+}
+
+/// PyTorch `threshold_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdMode {
+    /// min: a < best·(1 − th); max: a > best·(1 + th). With th = 1e-20 this is strict in f64.
+    #[default]
+    Rel,
+    /// min: a < best − th; max: a > best + th.
+    Abs,
+}
+
+/// When a stage ends (METHOD.md §8.2 step 7, §8.3 step 6, §8.4). "lr" is the learning rate after
+/// this epoch's scheduler step; with several groups, the stop needs every group below the bound
+/// (one group in the original, where both readings agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// `Train_stage1`: check_load == 2 or lr < 1e-7.
+    Stage1,
+    /// `Train_stage2`: lr < 1e-8, or check_load ≥ 2 after at least one improvement in the stage.
+    Stage2,
+    /// `Train.py`: lr < 1e-8 or check_load == 2.
+    SingleStage,
+    /// Only `max_epochs` ends the stage.
+    Never,
+}
+
+/// Which test decides "improved" (checkpoint saved, check_load reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveTest {
+    /// Strict `<` / `>` against the best saved value (`Train_stage1/2`, METHOD.md §8.2–8.3).
+    #[default]
+    Strict,
+    /// The scheduler's own threshold test (`Train.py`, §8.4: acc > best·1.0001).
+    Scheduler,
+}
+
+fn d_factor() -> f64 {
+    0.1
+}
+fn d_patience() -> u64 {
+    5
+}
+fn d_threshold() -> f64 {
+    1e-20
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+
+/// ReduceLROnPlateau + loop rules. `mode` and `stop` are required in config; the rest default
+/// to the two-stage scripts (METHOD.md §9.1): factor 0.1, patience 5, threshold 1e-20 rel,
+/// eps 1e-8 (stage 2 uses 1e-9), cooldown 0, min_lr 0, strict save test, no epoch cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlateauConfig {
+    pub mode: Mode,
+    pub stop: StopRule,
+    #[serde(default = "d_factor")]
+    pub factor: f64,
+    #[serde(default = "d_patience")]
+    pub patience: u64,
+    #[serde(default = "d_threshold")]
+    pub threshold: f64,
+    #[serde(default)]
+    pub threshold_mode: ThresholdMode,
+    /// A cut whose size old − new is not > eps is ignored (PyTorch semantics).
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub cooldown: u64,
+    #[serde(default)]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub save_test: SaveTest,
+    /// Optional epoch cap (METHOD.md §13 B6); `None` = unlimited, as in the original.
+    #[serde(default)]
+    pub max_epochs: Option<u64>,
+}
+
+impl PlateauConfig {
+    fn base(mode: Mode, stop: StopRule, eps: f64) -> Self {
+        Self {
+            mode,
+            stop,
+            factor: d_factor(),
+            patience: d_patience(),
+            threshold: d_threshold(),
+            threshold_mode: ThresholdMode::Rel,
+            eps,
+            cooldown: 0,
+            min_lr: 0.0,
+            save_test: SaveTest::Strict,
+            max_epochs: None,
+        }
+    }
+
+    /// Stage 1 (§8.2): min test loss, eps 1e-8, threshold 1e-20 rel, stop rule `Stage1`.
+    pub fn stage1() -> Self {
+        Self::base(Mode::Min, StopRule::Stage1, 1e-8)
+    }
+
+    /// Stage 2 (§8.3): max test accuracy, eps 1e-9, threshold 1e-20 rel, stop rule `Stage2`.
+    pub fn stage2() -> Self {
+        Self::base(Mode::Max, StopRule::Stage2, 1e-9)
+    }
+
+    /// Single stage `Train.py` (§8.4): max, eps 1e-9, threshold 1e-4 rel used for saving too.
+    pub fn single_stage() -> Self {
+        Self {
+            threshold: 1e-4,
+            save_test: SaveTest::Scheduler,
+            ..Self::base(Mode::Max, StopRule::SingleStage, 1e-9)
+        }
+    }
+
+    /// Stage 2 of the Gram-Direct scripts (§9.2): as `stage2` but the scheduler keeps
+    /// PyTorch's default threshold 1e-4 rel while the save test stays strict.
+    pub fn gram_direct_stage2() -> Self {
+        Self {
+            threshold: 1e-4,
+            ..Self::stage2()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(format!("plateau: {m}")));
+        if !(self.factor > 0.0 && self.factor < 1.0) {
+            return bad(format!("factor must be in (0, 1), got {}", self.factor));
+        }
+        for (what, x) in [
+            ("threshold", self.threshold),
+            ("eps", self.eps),
+            ("min_lr", self.min_lr),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return bad(format!("{what} must be finite and >= 0, got {x}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a stage stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StopReason {
+    /// The learning rate fell below `bound`.
+    LrBelow { lr: f64, bound: f64 },
+    /// check_load reached the rule's limit (fruitless cuts).
+    FruitlessCuts { check_load: u32 },
+    /// The optional epoch cap.
+    MaxEpochs { epochs: u64 },
+}
+
+/// What the caller must do after feeding one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Completed training epochs (0 for the initial evaluation).
+    pub epoch: u64,
+    /// Save a checkpoint of the current weights (always true for the initial evaluation).
+    pub improved: bool,
+    /// The learning rate was reduced this epoch.
+    pub cut: bool,
+    /// Learning rates (per group) to use from now on.
+    pub lrs: Vec<f64>,
+    /// Reload the best checkpoint's weights (a cut without improvement, §8.2 step 6). The
+    /// optimiser state is kept (§13 B18).
+    pub reload_best: bool,
+    /// End the stage (then reload the best checkpoint, §8.2 step 8 / §8.3 step 7).
+    pub stop: Option<StopReason>,
+}
+
+fn is_better(mode: Mode, tmode: ThresholdMode, threshold: f64, a: f64, best: Option<f64>) -> bool {
+    let Some(best) = best else {
+        // PyTorch starts from ±inf: anything but NaN is better.
+        return !a.is_nan();
+    };
+    match (mode, tmode) {
+        (Mode::Min, ThresholdMode::Rel) => a < best * (1.0 - threshold),
+        (Mode::Max, ThresholdMode::Rel) => a > best * (threshold + 1.0),
+        (Mode::Min, ThresholdMode::Abs) => a < best - threshold,
+        (Mode::Max, ThresholdMode::Abs) => a > best + threshold,
+    }
+}
+
+/// ReduceLROnPlateau with the original loop's save / reload / stop rules (METHOD.md §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plateau {
+    config: PlateauConfig,
+    lrs: Vec<f64>,
+    /// Scheduler's best (PyTorch `best`); `None` before the initial evaluation.
+    best: Option<f64>,
+    /// Best value of a saved checkpoint (the loop's own best).
+    best_saved: Option<f64>,
+    num_bad_epochs: u64,
+    cooldown_counter: u64,
+    check_load: u32,
+    /// Improvements during the stage, not counting the initial evaluation (`first_save`).
+    improvements: u64,
+    cuts: u32,
+    epoch: u64,
+    started: bool,
+    stopped: Option<StopReason>,
+}
+
+impl Plateau {
+    /// `lrs`: the optimiser's initial learning rate per group.
+    pub fn new(config: PlateauConfig, lrs: Vec<f64>) -> Result<Self> {
+        config.validate()?;
+        if lrs.is_empty() {
+            return Err(TrainError::Config("plateau: no learning rates".into()));
+        }
+        Ok(Self {
+            config,
+            lrs,
+            best: None,
+            best_saved: None,
+            num_bad_epochs: 0,
+            cooldown_counter: 0,
+            check_load: 0,
+            improvements: 0,
+            cuts: 0,
+            epoch: 0,
+            started: false,
+            stopped: None,
+        })
+    }
+
+    pub fn config(&self) -> &PlateauConfig {
+        &self.config
+    }
+    pub fn lrs(&self) -> &[f64] {
+        &self.lrs
+    }
+    /// Best value of a saved checkpoint.
+    pub fn best(&self) -> Option<f64> {
+        self.best_saved
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn check_load(&self) -> u32 {
+        self.check_load
+    }
+    pub fn num_bad_epochs(&self) -> u64 {
+        self.num_bad_epochs
+    }
+    pub fn improvements(&self) -> u64 {
+        self.improvements
+    }
+    /// Applied learning-rate cuts so far.
+    pub fn cuts(&self) -> u32 {
+        self.cuts
+    }
+    pub fn stopped(&self) -> Option<&StopReason> {
+        self.stopped.as_ref()
+    }
+
+    /// The evaluation before the first epoch (§8.2 step 2, §8.3 step 2): `scheduler.step(L0)`
+    /// sets the best; the caller saves a checkpoint (the initial state is a candidate).
+    pub fn initial(&mut self, metric: f64) -> Result<Decision> {
+        if self.started {
+            return Err(TrainError::StateMismatch(
+                "plateau: initial() called twice".into(),
+            ));
+        }
+        self.started = true;
+        self.best_saved = Some(metric);
+        self.scheduler_step(metric);
+        let stop = self.cap_reached();
+        self.stopped = stop.clone();
+        Ok(Decision {
+            epoch: 0,
+            improved: true,
+            cut: false,
+            lrs: self.lrs.clone(),
+            reload_best: false,
+            stop,
+        })
+    }
+
+    /// One epoch's evaluation of the monitored metric, in the original loop's order:
+    /// save test → scheduler step (cut) → reload rule → stop rule.
+    pub fn step(&mut self, metric: f64) -> Result<Decision> {
+        if !self.started {
+            return Err(TrainError::StateMismatch(
+                "plateau: step() before initial()".into(),
+            ));
+        }
+        if self.stopped.is_some() {
+            return Err(TrainError::StateMismatch(
+                "plateau: step() after stop".into(),
+            ));
+        }
+        self.epoch += 1;
+        let c = &self.config;
+        let improved = match c.save_test {
+            SaveTest::Strict => is_better(c.mode, ThresholdMode::Abs, 0.0, metric, self.best_saved),
+            SaveTest::Scheduler => is_better(
+                c.mode,
+                c.threshold_mode,
+                c.threshold,
+                metric,
+                self.best_saved,
+            ),
+        };
+        if improved {
+            self.best_saved = Some(metric);
+            self.check_load = 0;
+            self.improvements += 1;
+        }
+        let cut = self.scheduler_step(metric);
+        let reload_best = cut && !improved;
+        if reload_best {
+            self.check_load += 1;
+        }
+        let stop = self.stop_rule().or_else(|| self.cap_reached());
+        self.stopped = stop.clone();
+        Ok(Decision {
+            epoch: self.epoch,
+            improved,
+            cut,
+            lrs: self.lrs.clone(),
+            reload_best,
+            stop,
+        })
+    }
+
+    /// PyTorch 0.2 `ReduceLROnPlateau.step`; returns whether any group's lr changed.
+    fn scheduler_step(&mut self, metric: f64) -> bool {
+        let c = &self.config;
+        if is_better(c.mode, c.threshold_mode, c.threshold, metric, self.best) {
+            self.best = Some(metric);
+            self.num_bad_epochs = 0;
+        } else {
+            self.num_bad_epochs += 1;
+        }
+        if self.cooldown_counter > 0 {
+            self.cooldown_counter -= 1;
+            self.num_bad_epochs = 0;
+        }
+        let mut cut = false;
+        if self.num_bad_epochs > c.patience {
+            for lr in &mut self.lrs {
+                let new = (*lr * c.factor).max(c.min_lr);
+                if *lr - new > c.eps {
+                    *lr = new;
+                    cut = true;
+                }
+            }
+            self.cooldown_counter = c.cooldown;
+            self.num_bad_epochs = 0;
+        }
+        if cut {
+            self.cuts += 1;
+        }
+        cut
+    }
+
+    fn lr_below(&self, bound: f64) -> Option<StopReason> {
+        let lr = self.lrs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lr < bound).then_some(StopReason::LrBelow { lr, bound })
+    }
+
+    fn stop_rule(&self) -> Option<StopReason> {
+        let fruitless = StopReason::FruitlessCuts {
+            check_load: self.check_load,
+        };
+        match self.config.stop {
+            StopRule::Stage1 => {
+                if self.check_load >= 2 {
+                    Some(fruitless)
+                } else {
+                    self.lr_below(1e-7)
+                }
+            }
+            StopRule::Stage2 => self
+                .lr_below(1e-8)
+                .or_else(|| (self.check_load >= 2 && self.improvements >= 1).then_some(fruitless)),
+            StopRule::SingleStage => self
+                .lr_below(1e-8)
+                .or_else(|| (self.check_load >= 2).then_some(fruitless)),
+            StopRule::Never => None,
+        }
+    }
+
+    fn cap_reached(&self) -> Option<StopReason> {
+        match self.config.max_epochs {
+            Some(m) if self.epoch >= m => Some(StopReason::MaxEpochs { epochs: self.epoch }),
+            _ => None,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ fixed schedules
+//
+// Fixed schedules depend only on the completed-epoch count (PyTorch closed forms). They still
+// report `improved` (strict, in `mode`) so the caller can keep the best checkpoint, and stop
+// after `max_epochs`.
+
+/// PyTorch `StepLR`: lr = base · γ^⌊epoch / step_size⌋.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepLr {
+    pub step_size: u64,
+    #[serde(default = "d_factor")]
+    pub gamma: f64,
+    #[serde(default)]
+    pub mode: Mode,
+    pub max_epochs: u64,
+}
+
+/// PyTorch `MultiStepLR`: lr = base · γ^(number of milestones ≤ epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiStep {
+    pub milestones: Vec<u64>,
+    #[serde(default = "d_factor")]
+    pub gamma: f64,
+    #[serde(default)]
+    pub mode: Mode,
+    pub max_epochs: u64,
+}
+
+/// PyTorch `CosineAnnealingLR` closed form:
+/// lr = η_min + (base − η_min)·(1 + cos(π·epoch / T_max)) / 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cosine {
+    pub t_max: u64,
+    #[serde(default)]
+    pub eta_min: f64,
+    #[serde(default)]
+    pub mode: Mode,
+    pub max_epochs: u64,
+}
+
+/// Constant learning rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constant {
+    #[serde(default)]
+    pub mode: Mode,
+    pub max_epochs: u64,
+}
+
+/// Any schedule, e.g. `{"kind": "plateau", "mode": "max", "stop": "stage2", "eps": 1e-9}` or
+/// `{"kind": "cosine", "t_max": 200, "max_epochs": 200}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleConfig {
+    Plateau(PlateauConfig),
+    Step(StepLr),
+    MultiStep(MultiStep),
+    Cosine(Cosine),
+    Constant(Constant),
+}
+
+impl ScheduleConfig {
+    /// The lr after `epoch` completed epochs for fixed schedules; `None` for `Plateau`.
+    pub fn fixed_lr(&self, base: f64, epoch: u64) -> Option<f64> {
+        Some(match self {
+            ScheduleConfig::Plateau(_) => return None,
+            ScheduleConfig::Step(s) => base * s.gamma.powi((epoch / s.step_size.max(1)) as i32),
+            ScheduleConfig::MultiStep(s) => {
+                let n = s.milestones.iter().filter(|m| **m <= epoch).count();
+                base * s.gamma.powi(n as i32)
+            }
+            ScheduleConfig::Cosine(s) => {
+                let x = std::f64::consts::PI * epoch as f64 / s.t_max.max(1) as f64;
+                s.eta_min + (base - s.eta_min) * (1.0 + x.cos()) / 2.0
+            }
+            ScheduleConfig::Constant(_) => base,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self {
+            ScheduleConfig::Plateau(c) => c.mode,
+            ScheduleConfig::Step(c) => c.mode,
+            ScheduleConfig::MultiStep(c) => c.mode,
+            ScheduleConfig::Cosine(c) => c.mode,
+            ScheduleConfig::Constant(c) => c.mode,
+        }
+    }
+
+    pub fn max_epochs(&self) -> Option<u64> {
+        match self {
+            ScheduleConfig::Plateau(c) => c.max_epochs,
+            ScheduleConfig::Step(c) => Some(c.max_epochs),
+            ScheduleConfig::MultiStep(c) => Some(c.max_epochs),
+            ScheduleConfig::Cosine(c) => Some(c.max_epochs),
+            ScheduleConfig::Constant(c) => Some(c.max_epochs),
+        }
+    }
+
+    /// Builds the runtime schedule from the optimiser's initial per-group learning rates.
+    pub fn build(&self, lrs: Vec<f64>) -> Result<Schedule> {
+        Ok(match self {
+            ScheduleConfig::Plateau(c) => Schedule::Plateau(Plateau::new(c.clone(), lrs)?),
+            other => Schedule::Fixed(Fixed::new(other.clone(), lrs)?),
+        })
+    }
+}
+
+/// Runtime state of a fixed (epoch-driven) schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fixed {
+    config: ScheduleConfig,
+    base_lrs: Vec<f64>,
+    lrs: Vec<f64>,
+    best: Option<f64>,
+    epoch: u64,
+    started: bool,
+    stopped: Option<StopReason>,
+}
+
+impl Fixed {
+    pub fn new(config: ScheduleConfig, base_lrs: Vec<f64>) -> Result<Self> {
+        let bad = |m: &str| Err(TrainError::Config(format!("schedule: {m}")));
+        if base_lrs.is_empty() {
+            return bad("no learning rates");
+        }
+        match &config {
+            ScheduleConfig::Plateau(_) => return bad("Fixed::new given a plateau config"),
+            ScheduleConfig::Step(s) if s.step_size == 0 => return bad("step_size must be > 0"),
+            ScheduleConfig::Cosine(c) if c.t_max == 0 => return bad("t_max must be > 0"),
+            _ => {}
+        }
+        Ok(Self {
+            config,
+            lrs: base_lrs.clone(),
+            base_lrs,
+            best: None,
+            epoch: 0,
+            started: false,
+            stopped: None,
+        })
+    }
+
+    fn decide(&mut self, metric: f64) -> Decision {
+        let improved = is_better(
+            self.config.mode(),
+            ThresholdMode::Abs,
+            0.0,
+            metric,
+            self.best,
+        );
+        if improved {
+            self.best = Some(metric);
+        }
+        let new: Vec<f64> = self
+            .base_lrs
+            .iter()
+            .map(|b| self.config.fixed_lr(*b, self.epoch).unwrap_or(*b))
+            .collect();
+        let cut = new.iter().zip(&self.lrs).any(|(n, o)| n < o);
+        self.lrs = new;
+        let stop = match self.config.max_epochs() {
+            Some(m) if self.epoch >= m => Some(StopReason::MaxEpochs { epochs: self.epoch }),
+            _ => None,
+        };
+        self.stopped = stop.clone();
+        Decision {
+            epoch: self.epoch,
+            improved,
+            cut,
+            lrs: self.lrs.clone(),
+            reload_best: false,
+            stop,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ common interface
+
+/// Runtime schedule with one interface: `initial(metric)` once, then `step(metric)` per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    Plateau(Plateau),
+    Fixed(Fixed),
+}
+
+impl Schedule {
+    pub fn initial(&mut self, metric: f64) -> Result<Decision> {
+        match self {
+            Schedule::Plateau(p) => p.initial(metric),
+            Schedule::Fixed(f) => {
+                if f.started {
+                    return Err(TrainError::StateMismatch(
+                        "schedule: initial() called twice".into(),
+                    ));
+                }
+                f.started = true;
+                let mut d = f.decide(metric);
+                d.improved = true;
+                Ok(d)
+            }
+        }
+    }
+
+    pub fn step(&mut self, metric: f64) -> Result<Decision> {
+        match self {
+            Schedule::Plateau(p) => p.step(metric),
+            Schedule::Fixed(f) => {
+                if !f.started || f.stopped.is_some() {
+                    return Err(TrainError::StateMismatch(
+                        "schedule: step() before initial() or after stop".into(),
+                    ));
+                }
+                f.epoch += 1;
+                Ok(f.decide(metric))
+            }
+        }
+    }
+
+    /// Current per-group learning rates.
+    pub fn lrs(&self) -> &[f64] {
+        match self {
+            Schedule::Plateau(p) => p.lrs(),
+            Schedule::Fixed(f) => &f.lrs,
+        }
+    }
+
+    /// Completed training epochs.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Schedule::Plateau(p) => p.epoch(),
+            Schedule::Fixed(f) => f.epoch,
+        }
+    }
+
+    /// Best monitored value of a saved checkpoint.
+    pub fn best(&self) -> Option<f64> {
+        match self {
+            Schedule::Plateau(p) => p.best(),
+            Schedule::Fixed(f) => f.best,
+        }
+    }
+
+    pub fn stopped(&self) -> Option<&StopReason> {
+        match self {
+            Schedule::Plateau(p) => p.stopped(),
+            Schedule::Fixed(f) => f.stopped.as_ref(),
+        }
+    }
+}
