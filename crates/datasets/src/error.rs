@@ -1,0 +1,93 @@
+//! Typed errors. Every error about a file names the file, and where it makes sense the record
+//! index or the byte offset at which the input stopped making sense.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error while opening or reading `path`.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required file does not exist.
+    #[error("{}: file not found. {hint}", .path.display())]
+    Missing { path: PathBuf, hint: String },
+    /// The bytes of `path` do not follow the expected format at `offset`.
+    #[error("{}: byte offset {offset}: {msg}", .path.display())]
+    Format {
+        path: PathBuf,
+        offset: u64,
+        msg: String,
+    },
+    /// Record `record` of `path` is invalid (e.g. a label out of range).
+    #[error("{}: record {record}: {msg}", .path.display())]
+    Record {
+        path: PathBuf,
+        record: usize,
+        msg: String,
+    },
+    /// The file is shorter (or longer) than its format requires.
+    #[error("{}: wrong size: expected {expected} bytes, found {found}{}", .path.display(), .detail)]
+    Size {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+        detail: String,
+    },
+    /// A bad argument (e.g. an unknown dataset name or an unsupported channel conversion).
+    #[error("{0}")]
+    Invalid(String),
+    /// Downloading or unpacking an archive failed.
+    #[error("fetch {url}: {msg}")]
+    Fetch { url: String, msg: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Error::Missing {
+                path: path.to_path_buf(),
+                hint: String::new(),
+            };
+        }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn format(path: &Path, offset: u64, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.to_path_buf(),
+            offset,
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn record(path: &Path, record: usize, msg: impl Into<String>) -> Self {
+        Error::Record {
+            path: path.to_path_buf(),
+            record,
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn size(path: &Path, expected: u64, found: u64, detail: impl Into<String>) -> Self {
+        let d: String = detail.into();
+        Error::Size {
+            path: path.to_path_buf(),
+            expected,
+            found,
+            detail: if d.is_empty() { d } else { format!(" ({d})") },
+        }
+    }
+}
+
+/// Reads a whole file, mapping errors to [`Error`] with the file name.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}

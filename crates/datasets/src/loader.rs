@@ -1,0 +1,569 @@
+//! The input pipeline: resize → channel adaptation → seeded augmentation → normalisation →
+//! batches of candle tensors, assembled in parallel and prefetched on a background thread.
+//!
+//! Reproducibility: the sample order of epoch `e` is a pure function of `(seed, e)`, and every
+//! augmentation draw of a sample is a pure function of `(seed, e, dataset index)`. So batch `b`
+//! of epoch `e` is the same whether the epoch is iterated from the start, resumed at `b`
+//! ([`Loader::iter_from`]) or computed alone ([`Loader::batch`]), whatever the thread count.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use pyramid_rng::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::resize::{bilinear_coeffs, resize_bilinear_with, Coeffs};
+
+/// Per-channel normalisation `(x/255 − mean[c]) / std[c]`. A single mean/std value is applied
+/// to every channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// CIFAR-10 constants; METHOD §1 uses them for STL10 **and** CIFAR-100.
+    pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+    pub const CIFAR_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
+    /// Fashion-MNIST training-set statistics (of x/255 over all 60,000·784 pixels:
+    /// mean 0.28604, std 0.35302; checked by a test when the full data set is installed).
+    pub const FASHION_MNIST_MEAN: f32 = 0.2860;
+    pub const FASHION_MNIST_STD: f32 = 0.3530;
+
+    pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Self {
+        Self { mean, std }
+    }
+    /// The constants METHOD §1 uses for both STL10 and CIFAR-100 (and CIFAR-10).
+    pub fn cifar() -> Self {
+        Self::new(Self::CIFAR_MEAN.to_vec(), Self::CIFAR_STD.to_vec())
+    }
+    /// Same as [`Normalize::cifar`] (the original code used the CIFAR constants for STL10).
+    pub fn stl10() -> Self {
+        Self::cifar()
+    }
+    /// Fashion-MNIST statistics replicated over `channels` channels.
+    pub fn fashion_mnist(channels: usize) -> Self {
+        let c = channels.max(1);
+        Self::new(
+            vec![Self::FASHION_MNIST_MEAN; c],
+            vec![Self::FASHION_MNIST_STD; c],
+        )
+    }
+    /// Only scale to [0, 1].
+    pub fn unit() -> Self {
+        Self::new(vec![0.0], vec![1.0])
+    }
+
+    /// Per-channel `(scale, offset)` so that `out = byte·scale + offset`.
+    fn affine(&self, channels: usize) -> Result<Vec<(f32, f32)>> {
+        let pick = |v: &[f32], c: usize| -> Result<f32> {
+            match v.len() {
+                1 => Ok(v[0]),
+                n if n == channels => Ok(v[c]),
+                n => Err(Error::Invalid(format!(
+                    "normalisation has {n} values but the images have {channels} channels"
+                ))),
+            }
+        };
+        (0..channels)
+            .map(|c| {
+                let m = pick(&self.mean, c)?;
+                let s = pick(&self.std, c)?;
+                if !(s.is_finite() && s > 0.0 && m.is_finite()) {
+                    return Err(Error::Invalid(format!(
+                        "normalisation channel {c}: mean {m}, std {s} (std must be > 0)"
+                    )));
+                }
+                Ok((1.0 / (255.0 * s), -m / s))
+            })
+            .collect()
+    }
+}
+
+/// Output channel handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channels {
+    /// Keep the dataset's channel count.
+    #[default]
+    Keep,
+    /// Three channels: grayscale images are replicated, RGB images are kept.
+    Rgb,
+}
+
+/// Seeded training-time augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Augment {
+    /// Random horizontal flip with p = 0.5.
+    #[serde(default)]
+    pub hflip: bool,
+    /// Zero-pad by this many pixels on each side (after resizing), then crop a random window
+    /// of the target size (torchvision `RandomCrop(size, padding=P)`); 0 = off.
+    #[serde(default)]
+    pub pad_crop: usize,
+}
+
+impl Augment {
+    pub fn none() -> Self {
+        Self::default()
+    }
+    /// The paper's training augmentation: random horizontal flip only.
+    pub fn flip() -> Self {
+        Self {
+            hflip: true,
+            pad_crop: 0,
+        }
+    }
+    pub fn is_none(&self) -> bool {
+        !self.hflip && self.pad_crop == 0
+    }
+}
+
+/// Loader settings. `LoaderConfig::new(128)` then adjust fields, or use
+/// [`LoaderConfig::paper_train`] / [`LoaderConfig::paper_test`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub augment: Augment,
+    /// Target (height, width); `None` keeps the native size.
+    pub size: Option<(usize, usize)>,
+    pub channels: Channels,
+    pub normalize: Normalize,
+    pub seed: u64,
+    /// Batches computed ahead on a background thread; 0 = compute in `next()`.
+    pub prefetch: usize,
+    /// Worker threads used to assemble one batch (a private rayon pool, so the trainer's global
+    /// pool is not oversubscribed); 0 = auto (half the cores, at least 1); 1 = sequential.
+    pub threads: usize,
+}
+
+impl LoaderConfig {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            shuffle: false,
+            augment: Augment::none(),
+            size: None,
+            channels: Channels::Keep,
+            normalize: Normalize::unit(),
+            seed: 0,
+            prefetch: 2,
+            threads: 0,
+        }
+    }
+
+    /// METHOD §1 training loader: batch 128, shuffled, resized to 96×96, 3 channels, random
+    /// horizontal flip, the dataset's normalisation.
+    pub fn paper_train(kind: crate::DatasetKind, seed: u64) -> Self {
+        Self {
+            shuffle: true,
+            augment: Augment::flip(),
+            ..Self::paper_test(kind, seed)
+        }
+    }
+
+    /// METHOD §1 test loader: like [`LoaderConfig::paper_train`] without augmentation and
+    /// without shuffling (the original shuffled the test set too, which changes nothing).
+    pub fn paper_test(kind: crate::DatasetKind, seed: u64) -> Self {
+        Self {
+            batch_size: 128,
+            shuffle: false,
+            augment: Augment::none(),
+            size: Some((96, 96)),
+            channels: Channels::Rgb,
+            normalize: kind.normalize(3),
+            seed,
+            prefetch: 2,
+            threads: 0,
+        }
+    }
+}
+
+/// One batch: `images` f32 `[B, C, H, W]` (normalised), `labels` u32 `[B]`, and the dataset
+/// indices of its samples.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub indices: Vec<usize>,
+    /// Position of this batch in its epoch.
+    pub index: usize,
+}
+
+struct Inner {
+    data: Arc<Dataset>,
+    cfg: LoaderConfig,
+    device: Device,
+    out_c: usize,
+    out_h: usize,
+    out_w: usize,
+    affine: Vec<(f32, f32)>,
+    hcoef: Coeffs,
+    vcoef: Coeffs,
+    pool: Option<rayon::ThreadPool>,
+}
+
+/// A reusable, cheaply cloneable batch source over a dataset.
+#[derive(Clone)]
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("dataset", &self.inner.data.name)
+            .field("n", &self.inner.data.n)
+            .field("cfg", &self.inner.cfg)
+            .finish()
+    }
+}
+
+impl Loader {
+    pub fn new(data: impl Into<Arc<Dataset>>, cfg: LoaderConfig, device: &Device) -> Result<Self> {
+        let data: Arc<Dataset> = data.into();
+        data.validate().map_err(Error::Invalid)?;
+        if cfg.batch_size == 0 {
+            return Err(Error::Invalid("batch_size must be > 0".into()));
+        }
+        let (out_h, out_w) = cfg.size.unwrap_or((data.height, data.width));
+        if out_h == 0 || out_w == 0 || data.height == 0 || data.width == 0 {
+            return Err(Error::Invalid(format!(
+                "cannot resize {}×{} images to {out_h}×{out_w}",
+                data.height, data.width
+            )));
+        }
+        let out_c = match (cfg.channels, data.channels) {
+            (Channels::Keep, c) => c,
+            (Channels::Rgb, 1) | (Channels::Rgb, 3) => 3,
+            (Channels::Rgb, c) => {
+                return Err(Error::Invalid(format!(
+                    "cannot make 3 channels out of {c}-channel images"
+                )))
+            }
+        };
+        let affine = cfg.normalize.affine(out_c)?;
+        let threads = match cfg.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() / 2)
+                .unwrap_or(1)
+                .max(1),
+            t => t,
+        };
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("pyramid-loader-{i}"))
+                    .build()
+                    .map_err(|e| Error::Invalid(format!("loader thread pool: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                hcoef: bilinear_coeffs(data.width, out_w),
+                vcoef: bilinear_coeffs(data.height, out_h),
+                data,
+                cfg,
+                device: device.clone(),
+                out_c,
+                out_h,
+                out_w,
+                affine,
+                pool,
+            }),
+        })
+    }
+
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.inner.data
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.cfg
+    }
+
+    /// Number of samples per epoch.
+    pub fn len(&self) -> usize {
+        self.inner.data.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.data.n == 0
+    }
+
+    /// Batches per epoch (the last partial batch is kept).
+    pub fn num_batches(&self) -> usize {
+        self.inner.data.n.div_ceil(self.inner.cfg.batch_size)
+    }
+
+    /// Shape (C, H, W) of one output sample.
+    pub fn sample_shape(&self) -> (usize, usize, usize) {
+        (self.inner.out_c, self.inner.out_h, self.inner.out_w)
+    }
+
+    /// The sample order of `epoch`: a seeded permutation if shuffling, else `0..n`.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        self.inner.order(epoch)
+    }
+
+    /// Dataset indices of batch `b` of `epoch`.
+    pub fn batch_indices(&self, epoch: u64, b: usize) -> Vec<usize> {
+        self.inner.batch_indices(&self.order(epoch), b).to_vec()
+    }
+
+    /// Batch `b` of `epoch`, computed synchronously.
+    pub fn batch(&self, epoch: u64, b: usize) -> Result<Batch> {
+        if b >= self.num_batches() {
+            return Err(Error::Invalid(format!(
+                "batch {b} out of range: the epoch has {} batches",
+                self.num_batches()
+            )));
+        }
+        let order = self.order(epoch);
+        self.inner.make_batch(&order, epoch, b)
+    }
+
+    /// One processed sample (C·H·W normalised f32) of dataset image `index` in `epoch`.
+    pub fn sample(&self, epoch: u64, index: usize) -> Vec<f32> {
+        let n = self.inner.out_c * self.inner.out_h * self.inner.out_w;
+        let mut out = vec![0f32; n];
+        let mut scratch = Vec::new();
+        self.inner.process(epoch, index, &mut scratch, &mut out);
+        out
+    }
+
+    /// Iterates over all batches of `epoch`.
+    pub fn iter(&self, epoch: u64) -> BatchIter {
+        self.iter_from(epoch, 0)
+    }
+
+    /// Iterates over batches `start_batch..` of `epoch` (resuming mid-epoch).
+    pub fn iter_from(&self, epoch: u64, start_batch: usize) -> BatchIter {
+        let nb = self.num_batches();
+        let order = Arc::new(self.order(epoch));
+        let prefetch = self.inner.cfg.prefetch;
+        if prefetch == 0 || start_batch >= nb {
+            return BatchIter {
+                loader: self.clone(),
+                order,
+                epoch,
+                next: start_batch,
+                end: nb,
+                rx: None,
+                handle: None,
+            };
+        }
+        // A rendezvous channel of capacity `prefetch - 1` plus the batch the worker holds
+        // keeps `prefetch` batches ahead.
+        let (tx, rx) = sync_channel(prefetch - 1);
+        let inner = self.inner.clone();
+        let ord = order.clone();
+        let handle = std::thread::Builder::new()
+            .name("pyramid-prefetch".into())
+            .spawn(move || {
+                for b in start_batch..nb {
+                    let r = inner.make_batch(&ord, epoch, b);
+                    if tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        let rx = handle.as_ref().map(|_| rx);
+        BatchIter {
+            loader: self.clone(),
+            order,
+            epoch,
+            next: start_batch,
+            end: nb,
+            rx,
+            handle,
+        }
+    }
+}
+
+impl Inner {
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        if self.cfg.shuffle {
+            Rng::stream(self.cfg.seed, "loader/shuffle")
+                .derive(&format!("epoch{epoch}"))
+                .permutation(self.data.n)
+        } else {
+            (0..self.data.n).collect()
+        }
+    }
+
+    fn batch_indices<'a>(&self, order: &'a [usize], b: usize) -> &'a [usize] {
+        let bs = self.cfg.batch_size;
+        let lo = (b * bs).min(order.len());
+        let hi = ((b + 1) * bs).min(order.len());
+        &order[lo..hi]
+    }
+
+    /// Writes the processed sample `index` of `epoch` into `out` (C·H·W f32).
+    fn process(&self, epoch: u64, index: usize, scratch: &mut Vec<u8>, out: &mut [f32]) {
+        let d = &*self.data;
+        let (oc, oh, ow) = (self.out_c, self.out_h, self.out_w);
+        let src = d.image(index);
+        let img: &[u8] = if (d.height, d.width) == (oh, ow) {
+            src
+        } else {
+            scratch.resize(d.channels * oh * ow, 0);
+            resize_bilinear_with(
+                src,
+                d.channels,
+                d.height,
+                d.width,
+                oh,
+                ow,
+                &self.hcoef,
+                &self.vcoef,
+                scratch,
+            );
+            scratch
+        };
+        // Augmentation draws: a pure function of (seed, epoch, dataset index).
+        let aug = self.cfg.augment;
+        let (mut dy, mut dx, mut flip) = (0isize, 0isize, false);
+        if !aug.is_none() {
+            let mut rng =
+                Rng::stream(self.cfg.seed, "loader/augment").derive(&format!("{epoch}/{index}"));
+            if aug.pad_crop > 0 {
+                let p = aug.pad_crop as u64;
+                dy = rng.below(2 * p + 1) as isize - aug.pad_crop as isize;
+                dx = rng.below(2 * p + 1) as isize - aug.pad_crop as isize;
+            }
+            if aug.hflip {
+                flip = rng.bernoulli(0.5);
+            }
+        }
+        let plane = oh * ow;
+        for c in 0..oc {
+            let sc = if d.channels == 1 { 0 } else { c };
+            let sp = &img[sc * plane..(sc + 1) * plane];
+            let (scale, offset) = self.affine[c];
+            let op = &mut out[c * plane..(c + 1) * plane];
+            for y in 0..oh {
+                let sy = y as isize + dy;
+                let orow = &mut op[y * ow..(y + 1) * ow];
+                if sy < 0 || sy >= oh as isize {
+                    orow.fill(offset); // zero padding
+                    continue;
+                }
+                let srow = &sp[sy as usize * ow..(sy as usize + 1) * ow];
+                for (x, o) in orow.iter_mut().enumerate() {
+                    let xc = if flip { ow - 1 - x } else { x };
+                    let sx = xc as isize + dx;
+                    *o = if sx < 0 || sx >= ow as isize {
+                        offset
+                    } else {
+                        f32::from(srow[sx as usize]) * scale + offset
+                    };
+                }
+            }
+        }
+    }
+
+    fn make_batch(&self, order: &[usize], epoch: u64, b: usize) -> Result<Batch> {
+        let idx = self.batch_indices(order, b);
+        let per = self.out_c * self.out_h * self.out_w;
+        let mut buf = vec![0f32; idx.len() * per];
+        let work = |buf: &mut Vec<f32>| {
+            buf.par_chunks_mut(per.max(1))
+                .zip(idx.par_iter())
+                .for_each_init(Vec::new, |scratch, (out, &i)| {
+                    self.process(epoch, i, scratch, out)
+                });
+        };
+        match &self.pool {
+            Some(p) => p.install(|| work(&mut buf)),
+            None => {
+                let mut scratch = Vec::new();
+                for (out, &i) in buf.chunks_mut(per.max(1)).zip(idx) {
+                    self.process(epoch, i, &mut scratch, out);
+                }
+            }
+        }
+        let labels: Vec<u32> = idx.iter().map(|&i| self.data.labels[i]).collect();
+        let bsz = idx.len();
+        Ok(Batch {
+            images: Tensor::from_vec(buf, (bsz, self.out_c, self.out_h, self.out_w), &self.device)?,
+            labels: Tensor::from_vec(labels, bsz, &self.device)?,
+            indices: idx.to_vec(),
+            index: b,
+        })
+    }
+}
+
+/// Iterator over the batches of one epoch; yields `Result<Batch>`.
+pub struct BatchIter {
+    loader: Loader,
+    order: Arc<Vec<usize>>,
+    epoch: u64,
+    next: usize,
+    end: usize,
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl BatchIter {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// Index of the batch the next call to `next()` returns (for checkpointing mid-epoch).
+    pub fn next_batch_index(&self) -> usize {
+        self.next
+    }
+    /// The sample order of this epoch.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let b = self.next;
+        self.next += 1;
+        match &self.rx {
+            Some(rx) => match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => Some(Err(Error::Invalid(
+                    "the prefetch thread stopped unexpectedly".into(),
+                ))),
+            },
+            None => Some(self.loader.inner.make_batch(&self.order, self.epoch, b)),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let r = self.end.saturating_sub(self.next);
+        (r, Some(r))
+    }
+}
+
+impl ExactSizeIterator for BatchIter {}
+
+impl Drop for BatchIter {
+    fn drop(&mut self) {
+        // Closing the channel makes the worker's next send fail, so it exits.
+        drop(self.rx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
