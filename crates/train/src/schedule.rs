@@ -253,9 +253,13 @@ impl Plateau {
     pub fn lrs(&self) -> &[f64] {
         &self.lrs
     }
-    /// Best value of a saved checkpoint.
-    pub fn best(&self) -> Option<f64> {
+    /// Best value of a saved checkpoint (the loop's best).
+    pub fn best_saved(&self) -> Option<f64> {
         self.best_saved
+    }
+    /// The scheduler's own best (differs from `best_saved` only with a non-strict threshold).
+    pub fn scheduler_best(&self) -> Option<f64> {
+        self.best
     }
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -655,7 +659,7 @@ impl Schedule {
     /// Best monitored value of a saved checkpoint.
     pub fn best(&self) -> Option<f64> {
         match self {
-            Schedule::Plateau(p) => p.best(),
+            Schedule::Plateau(p) => p.best_saved(),
             Schedule::Fixed(f) => f.best,
         }
     }
