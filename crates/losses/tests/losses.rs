@@ -108,6 +108,9 @@ fn cross_entropy_is_stable_for_huge_logits() {
 fn cross_entropy_rejects_bad_labels() {
     let e = cross_entropy(&student(), &Tensor::new(&[1u32, 0, 2], &dev()).unwrap()).unwrap_err();
     assert!(matches!(e, LossError::BadShape { .. }));
+    // class index out of range → candle's InvalidIndex, not a silent read
+    let e = cross_entropy(&student(), &Tensor::new(&[3u32, 0], &dev()).unwrap()).unwrap_err();
+    assert!(matches!(e, LossError::Candle(_)), "{e}");
 }
 
 #[test]

@@ -96,7 +96,7 @@ impl OptimizerState {
 }
 
 /// Common interface of the optimisers. Group indices follow the order of construction.
-pub trait Optimizer {
+pub trait Optimizer: Send {
     /// "adam", "adamw" or "sgd".
     fn kind(&self) -> &'static str;
     /// One update of every parameter that has a gradient in `grads`.
@@ -145,7 +145,7 @@ pub trait Optimizer {
 }
 
 /// A per-parameter update rule plugged into `Optim`.
-pub trait UpdateRule {
+pub trait UpdateRule: Send {
     const KIND: &'static str;
     /// Names of the per-parameter buffers (saved as `"<param>/<name>"`).
     const BUFFERS: &'static [&'static str];
