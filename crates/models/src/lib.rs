@@ -1,1 +1,52 @@
-//! placeholder
+//! VGG19 and the ten SVGG students of the Pyramid paper (METHOD.md §2–§4).
+//!
+//! Students are not hand-written: a [`plan::compression_plan`] lists, for each scheme, which
+//! teacher blocks each level replaces and by what. A [`ModelSpec`] is the structure (blocks,
+//! roles, shapes, counts); a [`Model`] adds candle `Var`s named like PyTorch state-dict keys
+//! (`B3.conv3_1.weight`), a forward pass with taps, and inheritance of weights by name.
+
+pub mod blocks;
+pub mod config;
+pub mod init;
+pub mod io;
+pub mod model;
+pub mod plan;
+pub mod spec;
+
+pub use blocks::{BlockKind, LayerSpec};
+pub use config::{ModelConfig, ModelId, ModelOptions, Scheme};
+pub use init::InitRule;
+pub use model::{Inheritance, Mode, Model, Outputs, Taps};
+pub use plan::{architecture, compression_plan, step_of, CompressionStep, Role};
+pub use pyramid_ops::Backend;
+pub use spec::{BlockSummary, ModelReport, ModelSpec, ParamSpec};
+
+/// Errors of model construction, forward passes and checkpoint I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid model option: {0}")]
+    InvalidOption(String),
+    #[error("parameter `{name}`: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("unknown parameter `{0}`")]
+    UnknownParam(String),
+    #[error("unknown tap `{0}`: taps are block names (B4, K12, FC1) or layer names (B4.conv4_2)")]
+    UnknownTap(String),
+    #[error("input of shape {found:?} does not fit the model: expected [batch, {}, {}, {}]", expected[0], expected[1], expected[2])]
+    InputShape {
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

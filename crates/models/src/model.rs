@@ -1,0 +1,469 @@
+//! A model with weights: candle `Var`s named like `B3.conv3_1.weight`, a forward pass with taps,
+//! and weight inheritance between pyramid levels.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use pyramid_ops::Backend;
+use pyramid_rng::Rng;
+
+use crate::blocks::{BlockKind, LayerSpec};
+use crate::config::{ModelConfig, ModelId, ModelOptions};
+use crate::init::{init_values, InitRule};
+use crate::plan::Role;
+use crate::spec::{ModelSpec, ParamSpec};
+use crate::Error;
+
+/// Train mode draws dropout masks from the caller's RNG; eval mode is deterministic.
+pub enum Mode<'a> {
+    Eval,
+    Train(&'a mut Rng),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// What to read out of one forward pass.
+#[derive(Debug, Clone, Default)]
+pub struct Taps {
+    /// Block names (`B4`, `K12`, `FC1` = logits) or layer names (`B4.conv4_2`, `K12.conv`).
+    pub names: Vec<String>,
+    /// Stop as soon as every tap is read (skips the rest of the network).
+    pub stop_early: bool,
+}
+
+impl Taps {
+    pub fn of<S: AsRef<str>>(names: &[S]) -> Self {
+        Self {
+            names: names.iter().map(|s| s.as_ref().to_string()).collect(),
+            stop_early: false,
+        }
+    }
+    /// Read `names` and stop there.
+    pub fn until<S: AsRef<str>>(names: &[S]) -> Self {
+        Self {
+            stop_early: true,
+            ..Self::of(names)
+        }
+    }
+}
+
+/// Result of `Model::forward_taps`.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The logits, unless the pass stopped early.
+    pub logits: Option<Tensor>,
+    pub taps: BTreeMap<String, Tensor>,
+}
+
+impl Outputs {
+    pub fn tap(&self, name: &str) -> Result<&Tensor, Error> {
+        self.taps
+            .get(name)
+            .ok_or_else(|| Error::UnknownTap(name.to_string()))
+    }
+}
+
+/// Which parameters of a student came from its teacher.
+#[derive(Debug, Clone, Default)]
+pub struct Inheritance {
+    pub inherited: Vec<String>,
+    pub fresh: Vec<String>,
+}
+
+/// VGG19 or an SVGG student, with weights.
+pub struct Model {
+    spec: ModelSpec,
+    params: Vec<(String, Var)>,
+    buffers: Vec<(String, Var)>,
+    index: HashMap<String, usize>,
+    backend: Backend,
+    device: Device,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+fn init_rule_for(block: BlockKind) -> InitRule {
+    if block.is_compressed_kind() {
+        InitRule::PytorchDefault
+    } else {
+        InitRule::TorchvisionVgg
+    }
+}
+
+impl Model {
+    /// A model with fresh weights: torchvision's VGG init for VGG19's blocks, PyTorch's default for
+    /// the compressed blocks (METHOD.md §2.3).
+    pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self, Error> {
+        let spec = ModelSpec::new(config)?;
+        Self::from_fn(spec, device, |p| {
+            Ok(Tensor::from_vec(
+                init_values(p, init_rule_for(p.block), seed),
+                p.shape.as_slice(),
+                device,
+            )?)
+        })
+    }
+
+    /// Builds `model` with the options of `teacher`: every parameter whose name exists in the
+    /// teacher is copied bit for bit; the others (the compressed block, and for Scratch every new
+    /// block) are freshly initialised from `seed`.
+    pub fn inherit(
+        teacher: &Model,
+        model: ModelId,
+        seed: u64,
+    ) -> Result<(Self, Inheritance), Error> {
+        let spec = ModelSpec::of(model, teacher.options().clone())?;
+        let mut report = Inheritance::default();
+        let device = teacher.device.clone();
+        let m = Self::from_fn(spec, &device, |p| match teacher.get(&p.name) {
+            Some(t) => {
+                if t.dims() != p.shape.as_slice() {
+                    return Err(Error::ShapeMismatch {
+                        name: p.name.clone(),
+                        expected: p.shape.clone(),
+                        found: t.dims().to_vec(),
+                    });
+                }
+                report.inherited.push(p.name.clone());
+                Ok(t.copy()?)
+            }
+            None => {
+                report.fresh.push(p.name.clone());
+                Ok(Tensor::from_vec(
+                    init_values(p, init_rule_for(p.block), seed),
+                    p.shape.as_slice(),
+                    &device,
+                )?)
+            }
+        })?;
+        Ok((m, report))
+    }
+
+    /// Builds the model's `Var`s from a function that gives each parameter's initial value.
+    pub(crate) fn from_fn(
+        spec: ModelSpec,
+        device: &Device,
+        mut value: impl FnMut(&ParamSpec) -> Result<Tensor, Error>,
+    ) -> Result<Self, Error> {
+        let mut params = Vec::new();
+        let mut buffers = Vec::new();
+        let mut index = HashMap::new();
+        for p in spec.params() {
+            let t = value(&p)?.to_dtype(DType::F32)?.to_device(device)?;
+            let var = Var::from_tensor(&t)?;
+            if p.is_buffer {
+                index.insert(p.name.clone(), usize::MAX - buffers.len());
+                buffers.push((p.name, var));
+            } else {
+                index.insert(p.name.clone(), params.len());
+                params.push((p.name, var));
+            }
+        }
+        Ok(Self {
+            spec,
+            params,
+            buffers,
+            index,
+            backend: Backend::default(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    pub fn config(&self) -> &ModelConfig {
+        &self.spec.config
+    }
+    pub fn id(&self) -> ModelId {
+        self.spec.id()
+    }
+    pub fn options(&self) -> &ModelOptions {
+        self.spec.options()
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+    /// Switch between our fast conv/pool kernels and candle's own (for comparison).
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+    }
+
+    /// Trainable parameters in forward order.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+    /// Batch-norm running statistics (empty without batch norm).
+    pub fn buffers(&self) -> &[(String, Var)] {
+        &self.buffers
+    }
+
+    fn var(&self, name: &str) -> Option<&Var> {
+        let i = *self.index.get(name)?;
+        if i >= self.params.len() {
+            self.buffers.get(usize::MAX - i).map(|(_, v)| v)
+        } else {
+            self.params.get(i).map(|(_, v)| v)
+        }
+    }
+
+    /// The current value of a parameter or buffer.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.var(name).map(|v| v.as_tensor())
+    }
+
+    /// Overwrites a parameter or buffer (shape-checked).
+    pub fn set(&self, name: &str, value: &Tensor) -> Result<(), Error> {
+        let var = self
+            .var(name)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))?;
+        if var.dims() != value.dims() {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: var.dims().to_vec(),
+                found: value.dims().to_vec(),
+            });
+        }
+        var.set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        Ok(())
+    }
+
+    /// Parameters of the blocks for which `keep(block, role)` holds.
+    pub fn params_where(&self, keep: impl Fn(BlockKind, Role) -> bool) -> Vec<(String, Var)> {
+        let roles: HashMap<BlockKind, Role> =
+            self.spec.blocks.iter().map(|b| (b.kind, b.role)).collect();
+        let block_of = |name: &str| {
+            let prefix = name.split('.').next().unwrap_or("");
+            BlockKind::from_name(prefix).expect("parameter names start with their block")
+        };
+        self.params
+            .iter()
+            .filter(|(n, _)| {
+                let b = block_of(n);
+                keep(b, roles[&b])
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The parameters up to and including the compressed block: what stage 1 trains (§3.3, §4.3).
+    pub fn stage1_params(&self) -> Vec<(String, Var)> {
+        self.params_where(|_, role| !role.is_after_compressed())
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Snapshot of every parameter and buffer (cheap: tensors are reference counted, and `Var`
+    /// updates replace storage rather than mutate it in place).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .chain(self.buffers.iter())
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<_, candle_core::Error>>()
+            .expect("copying a tensor on its own device cannot fail")
+    }
+
+    /// Restores a snapshot taken with `snapshot`.
+    pub fn restore(&self, snapshot: &[(String, Tensor)]) -> Result<(), Error> {
+        for (n, t) in snapshot {
+            self.set(n, t)?;
+        }
+        Ok(())
+    }
+
+    /// Logits.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor, Error> {
+        let out = self.forward_taps(x, mode, &Taps::default())?;
+        Ok(out.logits.expect("a pass without taps runs to the end"))
+    }
+
+    /// One forward pass that also returns the requested block or layer outputs.
+    pub fn forward_taps(&self, x: &Tensor, mut mode: Mode, taps: &Taps) -> Result<Outputs, Error> {
+        for t in &taps.names {
+            if !self.has_tap(t) {
+                return Err(Error::UnknownTap(format!("{t} (model {})", self.id())));
+            }
+        }
+        let o = self.options();
+        let (c, h) = (o.in_channels, o.input_size);
+        match x.dims() {
+            [_, xc, xh, xw] if *xc == c && *xh == h && *xw == h => {}
+            d => {
+                return Err(Error::InputShape {
+                    expected: vec![c, h, h],
+                    found: d.to_vec(),
+                })
+            }
+        }
+        let mut out = BTreeMap::new();
+        let mut x = x.clone();
+        let done = |out: &BTreeMap<String, Tensor>| {
+            taps.stop_early
+                && !taps.names.is_empty()
+                && taps.names.iter().all(|t| out.contains_key(t))
+        };
+        for b in &self.spec.blocks {
+            for l in &b.layers {
+                x = self.layer_forward(b.kind, l, &x, &mut mode)?;
+                if let Some(n) = layer_name(l) {
+                    let tap = format!("{}.{}", b.name(), n);
+                    if taps.names.contains(&tap) {
+                        out.insert(tap, x.clone());
+                    }
+                }
+                if done(&out) {
+                    return Ok(Outputs {
+                        logits: None,
+                        taps: out,
+                    });
+                }
+            }
+            if taps.names.iter().any(|t| t == b.name()) {
+                out.insert(b.name().to_string(), x.clone());
+            }
+            if done(&out) && !b.kind.is_head() {
+                return Ok(Outputs {
+                    logits: None,
+                    taps: out,
+                });
+            }
+        }
+        Ok(Outputs {
+            logits: Some(x),
+            taps: out,
+        })
+    }
+
+    /// True when `name` names a block or a layer of this model.
+    pub fn has_tap(&self, name: &str) -> bool {
+        self.spec.blocks.iter().any(|b| {
+            b.name() == name
+                || b.layers
+                    .iter()
+                    .filter_map(layer_name)
+                    .any(|l| format!("{}.{}", b.name(), l) == name)
+        })
+    }
+
+    fn p(&self, name: String) -> Result<&Tensor, Error> {
+        self.get(&name).ok_or(Error::UnknownParam(name))
+    }
+
+    fn layer_forward(
+        &self,
+        block: BlockKind,
+        layer: &LayerSpec,
+        x: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor, Error> {
+        let b = block.name();
+        Ok(match layer {
+            LayerSpec::Conv { name, .. } => {
+                let w = self.p(format!("{b}.{name}.weight"))?;
+                let bias = self.p(format!("{b}.{name}.bias"))?;
+                if self.options().batch_norm {
+                    let y = pyramid_ops::conv2d(x, w, Some(bias), 1, 1, self.backend)?;
+                    self.batch_norm(&format!("{b}.{name}.bn"), &y, mode.is_train())?
+                        .relu()?
+                } else {
+                    pyramid_ops::conv2d_relu(x, w, Some(bias), 1, 1, self.backend)?
+                }
+            }
+            LayerSpec::Pool { .. } => pyramid_ops::max_pool2x2(x, self.backend)?,
+            LayerSpec::Flatten => x.flatten_from(1)?,
+            LayerSpec::Dropout { p } => match mode {
+                Mode::Eval => x.clone(),
+                Mode::Train(rng) => dropout(x, *p, rng)?,
+            },
+            LayerSpec::Linear { name, relu, .. } => {
+                let w = self.p(format!("{b}.{name}.weight"))?;
+                let bias = self.p(format!("{b}.{name}.bias"))?;
+                let y = x.matmul(&w.t()?)?.broadcast_add(bias)?;
+                if *relu {
+                    y.relu()?
+                } else {
+                    y
+                }
+            }
+        })
+    }
+
+    /// Batch norm over (N, H, W); train mode uses batch statistics and updates the running ones
+    /// (PyTorch semantics: momentum 0.1, unbiased variance for the running estimate).
+    fn batch_norm(&self, prefix: &str, x: &Tensor, train: bool) -> Result<Tensor, Error> {
+        let c = x.dim(1)?;
+        let gamma = self.p(format!("{prefix}.weight"))?.reshape((1, c, 1, 1))?;
+        let beta = self.p(format!("{prefix}.bias"))?.reshape((1, c, 1, 1))?;
+        let rm = self
+            .var(&format!("{prefix}.running_mean"))
+            .expect("bn buffer");
+        let rv = self
+            .var(&format!("{prefix}.running_var"))
+            .expect("bn buffer");
+        let (mean, var) = if train {
+            let n = (x.elem_count() / c) as f64;
+            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred
+                .sqr()?
+                .mean_keepdim(0)?
+                .mean_keepdim(2)?
+                .mean_keepdim(3)?;
+            let m = mean.detach().flatten_all()?;
+            let v = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+            rm.set(&((rm.as_tensor() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?)?;
+            rv.set(&((rv.as_tensor() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?)?;
+            (mean, var)
+        } else {
+            (
+                rm.as_tensor().reshape((1, c, 1, 1))?,
+                rv.as_tensor().reshape((1, c, 1, 1))?,
+            )
+        };
+        let y = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+        Ok(y.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+    }
+
+    /// Predicted class per row of `logits`.
+    pub fn argmax(logits: &Tensor) -> Result<Tensor, Error> {
+        Ok(logits.argmax(D::Minus1)?)
+    }
+}
+
+fn layer_name(l: &LayerSpec) -> Option<&str> {
+    match l {
+        LayerSpec::Conv { name, .. }
+        | LayerSpec::Pool { name }
+        | LayerSpec::Linear { name, .. } => Some(name),
+        LayerSpec::Flatten | LayerSpec::Dropout { .. } => None,
+    }
+}
+
+/// Inverted dropout with a mask from our RNG (kept values are scaled by 1/(1−p)).
+fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor, Error> {
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.next_f64() < p {
+                0.0
+            } else {
+                scale as f32
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok((x * mask)?)
+}

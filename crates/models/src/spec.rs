@@ -1,0 +1,292 @@
+//! A model's structure without weights: blocks, roles, layers, shapes and counts.
+//! Enough for `pyramid inspect`, and the blueprint `Model` is built from.
+
+use serde::Serialize;
+
+use crate::blocks::{BlockKind, LayerSpec};
+use crate::config::{ModelConfig, ModelId, ModelOptions};
+use crate::plan::{architecture, step_of, Role};
+use crate::Error;
+
+/// One block of a model, with its role and layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSpec {
+    pub kind: BlockKind,
+    pub role: Role,
+    pub layers: Vec<LayerSpec>,
+}
+
+impl BlockSpec {
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+/// A parameter of the model: its full name and shape (PyTorch layout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub block: BlockKind,
+    /// Running statistics of batch norm are buffers, not trained parameters.
+    pub is_buffer: bool,
+    /// The layer the parameter belongs to.
+    pub layer: ParamLayer,
+    /// fan_in / fan_out of that layer (for initialisation; a bias shares its weight's fans).
+    pub fan_in: usize,
+    pub fan_out: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamLayer {
+    Conv,
+    Linear,
+    BatchNorm,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The structure of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub config: ModelConfig,
+    pub blocks: Vec<BlockSpec>,
+}
+
+/// Per-block summary for reports and `pyramid inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockSummary {
+    pub name: String,
+    pub role: Role,
+    /// Per-sample output shape (C, H, W) or (n,) for the head.
+    pub out_shape: Vec<usize>,
+    pub params: usize,
+    pub macs: u64,
+}
+
+impl ModelSpec {
+    pub fn new(config: ModelConfig) -> Result<Self, Error> {
+        config.options.validate()?;
+        let blocks = architecture(config.model)
+            .into_iter()
+            .map(|(kind, role)| BlockSpec {
+                kind,
+                role,
+                layers: kind.layers(&config.options),
+            })
+            .collect();
+        Ok(Self { config, blocks })
+    }
+
+    pub fn of(model: ModelId, options: ModelOptions) -> Result<Self, Error> {
+        Self::new(ModelConfig::new(model, options))
+    }
+
+    pub fn id(&self) -> ModelId {
+        self.config.model
+    }
+
+    pub fn options(&self) -> &ModelOptions {
+        &self.config.options
+    }
+
+    pub fn block(&self, kind: BlockKind) -> Option<&BlockSpec> {
+        self.blocks.iter().find(|b| b.kind == kind)
+    }
+
+    /// The compressed block (None for VGG19).
+    pub fn compressed_block(&self) -> Option<BlockKind> {
+        step_of(self.id()).map(|s| s.with)
+    }
+
+    /// Every parameter and buffer, in forward order.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let bn = self.options().batch_norm;
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            for l in &b.layers {
+                let mut push = |suffix: &str,
+                                shape: Vec<usize>,
+                                is_buffer: bool,
+                                layer: ParamLayer,
+                                (fan_in, fan_out): (usize, usize)| {
+                    out.push(ParamSpec {
+                        name: format!("{}.{}", b.name(), suffix),
+                        shape,
+                        block: b.kind,
+                        is_buffer,
+                        layer,
+                        fan_in,
+                        fan_out,
+                    })
+                };
+                match l {
+                    LayerSpec::Conv { name, c_in, c_out } => {
+                        let fans = (c_in * 9, c_out * 9);
+                        let conv = ParamLayer::Conv;
+                        push(
+                            &format!("{name}.weight"),
+                            vec![*c_out, *c_in, 3, 3],
+                            false,
+                            conv,
+                            fans,
+                        );
+                        push(&format!("{name}.bias"), vec![*c_out], false, conv, fans);
+                        if bn {
+                            let bn = ParamLayer::BatchNorm;
+                            let fans = (*c_out, *c_out);
+                            push(&format!("{name}.bn.weight"), vec![*c_out], false, bn, fans);
+                            push(&format!("{name}.bn.bias"), vec![*c_out], false, bn, fans);
+                            push(
+                                &format!("{name}.bn.running_mean"),
+                                vec![*c_out],
+                                true,
+                                bn,
+                                fans,
+                            );
+                            push(
+                                &format!("{name}.bn.running_var"),
+                                vec![*c_out],
+                                true,
+                                bn,
+                                fans,
+                            );
+                        }
+                    }
+                    LayerSpec::Linear {
+                        name, d_in, d_out, ..
+                    } => {
+                        let lin = ParamLayer::Linear;
+                        let fans = (*d_in, *d_out);
+                        push(
+                            &format!("{name}.weight"),
+                            vec![*d_out, *d_in],
+                            false,
+                            lin,
+                            fans,
+                        );
+                        push(&format!("{name}.bias"), vec![*d_out], false, lin, fans);
+                    }
+                    LayerSpec::Pool { .. } | LayerSpec::Flatten | LayerSpec::Dropout { .. } => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of trainable parameters (buffers excluded).
+    pub fn num_params(&self) -> usize {
+        self.params()
+            .iter()
+            .filter(|p| !p.is_buffer)
+            .map(ParamSpec::numel)
+            .sum()
+    }
+
+    pub fn conv_count(&self) -> usize {
+        self.layers()
+            .filter(|l| matches!(l, LayerSpec::Conv { .. }))
+            .count()
+    }
+
+    pub fn fc_count(&self) -> usize {
+        self.layers()
+            .filter(|l| matches!(l, LayerSpec::Linear { .. }))
+            .count()
+    }
+
+    fn layers(&self) -> impl Iterator<Item = &LayerSpec> {
+        self.blocks.iter().flat_map(|b| b.layers.iter())
+    }
+
+    /// Per-block output shapes, parameters and multiply-accumulates for one image.
+    pub fn summaries(&self) -> Vec<BlockSummary> {
+        let o = self.options();
+        let mut shape = vec![o.in_channels, o.input_size, o.input_size];
+        let params = self.params();
+        self.blocks
+            .iter()
+            .map(|b| {
+                let mut macs = 0u64;
+                for l in &b.layers {
+                    match l {
+                        LayerSpec::Conv { c_in, c_out, .. } => {
+                            let (h, w) = (shape[1], shape[2]);
+                            macs += (h * w * c_out * c_in * 9) as u64;
+                            shape = vec![*c_out, h, w];
+                        }
+                        LayerSpec::Pool { .. } => {
+                            shape = vec![shape[0], shape[1] / 2, shape[2] / 2]
+                        }
+                        LayerSpec::Flatten => shape = vec![shape.iter().product()],
+                        LayerSpec::Dropout { .. } => {}
+                        LayerSpec::Linear { d_in, d_out, .. } => {
+                            macs += (d_in * d_out) as u64;
+                            shape = vec![*d_out];
+                        }
+                    }
+                }
+                BlockSummary {
+                    name: b.name().to_string(),
+                    role: b.role,
+                    out_shape: shape.clone(),
+                    params: params
+                        .iter()
+                        .filter(|p| p.block == b.kind && !p.is_buffer)
+                        .map(ParamSpec::numel)
+                        .sum(),
+                    macs,
+                }
+            })
+            .collect()
+    }
+
+    /// Multiply-accumulates per image (convs and linear layers).
+    pub fn macs(&self) -> u64 {
+        self.summaries().iter().map(|b| b.macs).sum()
+    }
+
+    /// Per-sample output shape of a block (the stage-1 matched shape when it is C or D).
+    pub fn block_out_shape(&self, kind: BlockKind) -> Option<Vec<usize>> {
+        self.summaries()
+            .into_iter()
+            .find(|s| s.name == kind.name())
+            .map(|s| s.out_shape)
+    }
+
+    /// A JSON-friendly summary (`pyramid inspect --json`).
+    pub fn report(&self) -> ModelReport {
+        ModelReport {
+            model: self.id().name(),
+            scheme: self.id().scheme.as_str().to_string(),
+            level: self.id().level,
+            options: self.options().clone(),
+            params: self.num_params(),
+            convs: self.conv_count(),
+            fcs: self.fc_count(),
+            macs: self.macs(),
+            compressed: self.compressed_block().map(|b| b.name().to_string()),
+            blocks: self.summaries(),
+        }
+    }
+}
+
+/// What `pyramid inspect --json` prints for one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    pub scheme: String,
+    pub level: usize,
+    pub options: ModelOptions,
+    pub params: usize,
+    pub convs: usize,
+    pub fcs: usize,
+    pub macs: u64,
+    pub compressed: Option<String>,
+    pub blocks: Vec<BlockSummary>,
+}
