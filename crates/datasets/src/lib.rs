@@ -15,12 +15,15 @@
 //! | `cifar10` | `{root/cifar-10-batches-bin, root}/data_batch_{1..5}.bin, test_batch.bin, batches.meta.txt`, else the python pickles in `root/cifar-10-batches-py` |
 //! | `cifar100` | `{root/cifar-100-binary, root}/{train,test}.bin, {fine,coarse}_label_names.txt`, else the pickles in `root/cifar-100-python` |
 
+pub mod cifar;
 pub mod dataset;
 pub mod embedded;
 pub mod error;
 pub mod idx;
 pub mod loader;
+pub mod pickle;
 pub mod resize;
+pub mod stl10;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -274,16 +277,15 @@ pub fn fashion_mnist_dir(root: &Path) -> PathBuf {
 /// the folder layout. `Split::Unlabeled` exists only for STL10 and is too large to load: use
 /// `stl10::UnlabeledStl10::open` instead.
 pub fn load(kind: DatasetKind, root_dir: Option<&Path>, split: Split) -> Result<Dataset> {
-    if kind == DatasetKind::Embedded {
-        return embedded::embedded(split);
-    }
     let root = resolve_root(kind, root_dir);
     tracing::debug!(%kind, %split, root = %root.display(), "loading dataset");
-    match kind {
-        DatasetKind::FashionMnist => idx::read_fashion_mnist(&fashion_mnist_dir(&root), split),
-        DatasetKind::Embedded => unreachable!(),
-        _ => Err(Error::Invalid(format!(
-            "{kind}: reader not implemented yet"
-        ))),
-    }
+    let d = match kind {
+        DatasetKind::Embedded => embedded::embedded(split)?,
+        DatasetKind::FashionMnist => idx::read_fashion_mnist(&fashion_mnist_dir(&root), split)?,
+        DatasetKind::Stl10 => stl10::read_stl10(&stl10::stl10_dir(&root), split)?,
+        DatasetKind::Cifar10 => cifar::read_cifar10(&root, split)?,
+        DatasetKind::Cifar100 { labels } => cifar::read_cifar100(&root, split, labels)?,
+    };
+    tracing::debug!(name = %d.name, n = d.n, "loaded dataset");
+    Ok(d)
 }
