@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p pyramid-ops --example opbench -- [--batch 32] [--reps 3] [--no-candle]
-//!     [--tile BYTES --min-cols N] [--cpu]
+//!     [--tile BYTES --min-cols N] [--cpu] [--only SUBSTRING]
 //! ```
 //!
 //! `fwd` = conv + bias + ReLU forward; `bwd` = `y.backward()` (input, weight and bias
@@ -87,8 +87,12 @@ fn main() -> candle_core::Result<()> {
         ("conv4_x 12x12 512->512", 12, 512, 512),
         ("conv5_x 6x6 512->512", 6, 512, 512),
     ];
+    let only: String = arg("--only", String::new());
     let mut tot = [0f64; 4];
     for (name, hw, cin, cout) in shapes {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         // conv1_1's input is the image: no input gradient, as in training.
         let xt = Tensor::randn(0f32, 1., (batch, cin, hw, hw), &dev)?;
         let x = if cin == 3 {

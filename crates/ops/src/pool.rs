@@ -62,23 +62,24 @@ pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize)
                 .zip(gyc.chunks(ho * wo))
             {
                 for oh in 0..ho {
-                    let (i0, i1) = (2 * oh * w, (2 * oh + 1) * w);
+                    let (r0, r1) = xp[2 * oh * w..(2 * oh + 2) * w].split_at(w);
+                    let (g0, g1) = gp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
+                    let gr = &gyp[oh * wo..(oh + 1) * wo];
+                    // Branch-free first-maximum selection (vectorisable).
                     for ow in 0..wo {
-                        let c = 2 * ow;
-                        let mut idx = i0 + c;
-                        let mut m = xp[idx];
-                        if xp[i0 + c + 1] > m {
-                            idx = i0 + c + 1;
-                            m = xp[idx];
-                        }
-                        if xp[i1 + c] > m {
-                            idx = i1 + c;
-                            m = xp[idx];
-                        }
-                        if xp[i1 + c + 1] > m {
-                            idx = i1 + c + 1;
-                        }
-                        gp[idx] = gyp[oh * wo + ow];
+                        let (a, b) = (r0[2 * ow], r0[2 * ow + 1]);
+                        let (c, d) = (r1[2 * ow], r1[2 * ow + 1]);
+                        let sb = b > a;
+                        let m1 = if sb { b } else { a };
+                        let sc = c > m1;
+                        let m2 = if sc { c } else { m1 };
+                        let sd = d > m2;
+                        let gv = gr[ow].to_bits();
+                        let pick = |cond: bool| f32::from_bits(gv & (cond as u32).wrapping_neg());
+                        g0[2 * ow] = pick(!sb && !sc && !sd);
+                        g0[2 * ow + 1] = pick(sb && !sc && !sd);
+                        g1[2 * ow] = pick(sc && !sd);
+                        g1[2 * ow + 1] = pick(sd);
                     }
                 }
             }
