@@ -520,7 +520,7 @@ pub(crate) fn conv_bwd(
     let gy: &[f32] = match y_relu {
         Some(y) if need_x || need_w || need_b => {
             let buf: &mut Vec<f32> = match MASK_BUF.try_lock() {
-                Ok(gd) => &mut **guard.insert(gd),
+                Ok(gd) => guard.insert(gd),
                 Err(_) => &mut fresh, // concurrent backward: use a private buffer
             };
             let out = grow(buf, gy.len());
