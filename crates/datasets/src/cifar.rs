@@ -176,7 +176,7 @@ pub fn parse_records(
 ) -> Result<usize> {
     let nl = limits.len();
     let rec = nl + IMAGE_BYTES;
-    if bytes.len() % rec != 0 {
+    if bytes.len() / rec * rec != bytes.len() {
         let n = bytes.len() / rec;
         return Err(Error::size(
             path,

@@ -24,6 +24,7 @@ pub mod loader;
 pub mod pickle;
 pub mod resize;
 pub mod stl10;
+pub mod verify;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use loader::{Augment, Batch, BatchIter, Channels, Loader, LoaderConfig, Normalize};
+pub use verify::{show_grid, verify, Summary};
 
 /// Environment variable naming the data root folder.
 pub const DATA_ENV: &str = "PYRAMID_DATA";

@@ -660,7 +660,7 @@ impl<'a> Vm<'a> {
     }
 
     fn pairs(&self, at: usize, v: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-        if v.len() % 2 != 0 {
+        if v.len() & 1 == 1 {
             return Err(self.err(at, "odd number of items for a dict"));
         }
         let mut out = Vec::with_capacity(v.len() / 2);

@@ -93,7 +93,7 @@ pub fn parse_stl10(
     y: &[u8],
     class_names: Vec<String>,
 ) -> Result<Dataset> {
-    if x.len() % IMAGE_BYTES != 0 {
+    if x.len() / IMAGE_BYTES * IMAGE_BYTES != x.len() {
         let n = x.len() / IMAGE_BYTES;
         return Err(Error::size(
             x_path,

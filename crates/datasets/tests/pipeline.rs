@@ -421,3 +421,28 @@ fn real_fashion_mnist_when_present() {
     let idx = tr.class_balanced_indices(200, pyramid_datasets::embedded::EMBEDDED_SEED);
     assert_eq!(tr.subset(&idx).images, emb.images);
 }
+
+#[test]
+fn verify_and_grid_on_embedded() {
+    use pyramid_datasets::{show_grid, verify};
+    let s = verify(DatasetKind::Embedded, None).unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.splits[0].n, 2000);
+    assert_eq!(s.splits[1].class_counts, vec![100; 10]);
+    assert_eq!(
+        (s.splits[0].label_min, s.splits[0].label_max),
+        (Some(0), Some(9))
+    );
+    let text = s.to_string();
+    assert!(text.contains("Ankle boot=200"), "{text}");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("grid.png");
+    let d = load(DatasetKind::Embedded, None, Split::Test).unwrap();
+    show_grid(&d, 20, &out).unwrap();
+    let png = std::fs::read(&out).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width/height of a 5×4 grid of 84+4-pixel cells
+    let w = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert_eq!((w, h), (5 * 88, 4 * (84 + 18 + 4)));
+}

@@ -1,0 +1,386 @@
+//! Dataset checks (`verify`) and a labelled image grid written as PNG (`show_grid`).
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::{load, resolve_root, DatasetKind, Split};
+
+/// Facts about one loaded split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitSummary {
+    pub split: Split,
+    pub name: String,
+    pub n: usize,
+    /// The official size of this split, when known.
+    pub expected_n: Option<usize>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub num_classes: usize,
+    pub label_min: Option<u32>,
+    pub label_max: Option<u32>,
+    pub class_counts: Vec<usize>,
+    /// Mean of all pixels / 255.
+    pub pixel_mean: f64,
+}
+
+impl SplitSummary {
+    pub fn of(split: Split, d: &Dataset, expected_n: Option<usize>) -> Self {
+        let sum: u64 = d.images.iter().map(|&v| u64::from(v)).sum();
+        Self {
+            split,
+            name: d.name.clone(),
+            n: d.n,
+            expected_n,
+            channels: d.channels,
+            height: d.height,
+            width: d.width,
+            num_classes: d.num_classes(),
+            label_min: d.labels.iter().min().copied(),
+            label_max: d.labels.iter().max().copied(),
+            class_counts: d.class_counts(),
+            pixel_mean: if d.images.is_empty() {
+                0.0
+            } else {
+                sum as f64 / d.images.len() as f64 / 255.0
+            },
+        }
+    }
+
+    /// Whether the count matches the official size (true when unknown).
+    pub fn count_ok(&self) -> bool {
+        self.expected_n.is_none_or(|e| e == self.n)
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub kind: String,
+    pub root: PathBuf,
+    pub class_names: Vec<String>,
+    pub splits: Vec<SplitSummary>,
+    /// STL-10 `unlabeled_X.bin` image count, if the file is present.
+    pub unlabeled: Option<usize>,
+    /// Human-readable deviations from the official data set (sizes); empty if none.
+    pub warnings: Vec<String>,
+}
+
+/// Official (train, test) sizes.
+pub fn official_sizes(kind: DatasetKind) -> (usize, usize) {
+    match kind {
+        DatasetKind::FashionMnist => (60_000, 10_000),
+        DatasetKind::Embedded => (2_000, 1_000),
+        DatasetKind::Stl10 => (5_000, 8_000),
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 { .. } => (50_000, 10_000),
+    }
+}
+
+/// Loads the train and test splits of `kind` (all records are parsed, so every size, label
+/// and format check of the readers runs) and summarises them. Size differences from the
+/// official data set are reported in `warnings`, not as errors.
+pub fn verify(kind: DatasetKind, dir: Option<&Path>) -> Result<Summary> {
+    let root = resolve_root(kind, dir);
+    let (etr, ete) = official_sizes(kind);
+    let mut splits = Vec::new();
+    let mut class_names = Vec::new();
+    let mut warnings = Vec::new();
+    for (split, exp) in [(Split::Train, etr), (Split::Test, ete)] {
+        let d = load(kind, Some(&root), split)?;
+        let s = SplitSummary::of(split, &d, Some(exp));
+        if !s.count_ok() {
+            warnings.push(format!(
+                "{split}: {} images, the official {kind} has {exp}",
+                s.n
+            ));
+        }
+        class_names = d.class_names.clone();
+        splits.push(s);
+    }
+    let unlabeled = if kind == DatasetKind::Stl10 {
+        let p = crate::stl10::stl10_dir(&root).join("unlabeled_X.bin");
+        if p.exists() {
+            let u = crate::stl10::UnlabeledStl10::open_file(&p)?;
+            if u.len() != 100_000 {
+                warnings.push(format!(
+                    "unlabeled: {} images, the official STL-10 has 100000",
+                    u.len()
+                ));
+            }
+            Some(u.len())
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    Ok(Summary {
+        kind: kind.to_string(),
+        root: if kind == DatasetKind::Embedded {
+            PathBuf::from("<embedded>")
+        } else {
+            root
+        },
+        class_names,
+        splits,
+        unlabeled,
+        warnings,
+    })
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} ({})", self.kind, self.root.display())?;
+        for s in &self.splits {
+            writeln!(
+                f,
+                "  {:<5} {:>6} images{}  {}×{}×{}  labels {}..={} of {}  mean pixel {:.4}",
+                s.split.as_str(),
+                s.n,
+                match s.expected_n {
+                    Some(e) if e != s.n => format!(" (official {e})"),
+                    _ => String::new(),
+                },
+                s.channels,
+                s.height,
+                s.width,
+                s.label_min.map_or("-".into(), |v| v.to_string()),
+                s.label_max.map_or("-".into(), |v| v.to_string()),
+                s.num_classes,
+                s.pixel_mean
+            )?;
+            let counts: Vec<String> = s
+                .class_counts
+                .iter()
+                .enumerate()
+                .map(|(c, n)| {
+                    format!(
+                        "{}={n}",
+                        self.class_names.get(c).map_or("?", |s| s.as_str())
+                    )
+                })
+                .collect();
+            writeln!(f, "        per class: {}", counts.join(", "))?;
+        }
+        if let Some(u) = self.unlabeled {
+            writeln!(f, "  unlabeled {u} images")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PNG grid
+
+/// Writes a grid of the first `n` images of `dataset`, each labelled "index label name",
+/// as an RGB PNG.
+pub fn show_grid(dataset: &Dataset, n: usize, out_png: &Path) -> Result<()> {
+    let idx: Vec<usize> = (0..n.min(dataset.n)).collect();
+    show_grid_indices(dataset, &idx, out_png)
+}
+
+/// Like [`show_grid`] for the images at `indices`.
+pub fn show_grid_indices(dataset: &Dataset, indices: &[usize], out_png: &Path) -> Result<()> {
+    let (w, h, rgb) = render_grid(dataset, indices)?;
+    let png = encode_png_rgb(w, h, &rgb);
+    let tmp = out_png.with_extension("png.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&png).map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, out_png).map_err(|e| Error::io(out_png, e))
+}
+
+/// Renders the grid to RGB pixels: returns (width, height, bytes).
+pub fn render_grid(d: &Dataset, indices: &[usize]) -> Result<(usize, usize, Vec<u8>)> {
+    if indices.is_empty() {
+        return Err(Error::Invalid("show_grid: no images to show".into()));
+    }
+    if let Some(&i) = indices.iter().find(|&&i| i >= d.n) {
+        return Err(Error::Invalid(format!(
+            "show_grid: index {i} out of range (dataset has {})",
+            d.n
+        )));
+    }
+    if !(d.channels == 1 || d.channels == 3) {
+        return Err(Error::Invalid(format!(
+            "show_grid: {}-channel images",
+            d.channels
+        )));
+    }
+    let scale = (96 / d.width.max(d.height).max(1)).max(1);
+    let (iw, ih) = (d.width * scale, d.height * scale);
+    let cell_w = iw.max(60) + 4;
+    let label_h = 2 * (GLYPH_H + 2);
+    let cell_h = ih + label_h + 4;
+    let cols = (indices.len() as f64).sqrt().ceil() as usize;
+    let rows = indices.len().div_ceil(cols);
+    let (w, h) = (cols * cell_w, rows * cell_h);
+    let mut px = vec![32u8; w * h * 3];
+    for (k, &i) in indices.iter().enumerate() {
+        let (cx, cy) = ((k % cols) * cell_w + 2, (k / cols) * cell_h + 2);
+        for y in 0..ih {
+            for x in 0..iw {
+                let o = ((cy + y) * w + cx + x) * 3;
+                for c in 0..3 {
+                    let sc = if d.channels == 1 { 0 } else { c };
+                    px[o + c] = d.pixel(i, sc, y / scale, x / scale);
+                }
+            }
+        }
+        let l = d.labels[i];
+        let name = d.class_names.get(l as usize).map_or("?", |s| s.as_str());
+        let chars = (cell_w - 2) / (GLYPH_W + 1);
+        let line1: String = format!("#{i} L{l}").chars().take(chars).collect();
+        let line2: String = name.chars().take(chars).collect();
+        draw_text(&mut px, w, cx, cy + ih + 2, &line1, [255, 255, 0]);
+        draw_text(
+            &mut px,
+            w,
+            cx,
+            cy + ih + 2 + GLYPH_H + 2,
+            &line2,
+            [255, 255, 255],
+        );
+    }
+    Ok((w, h, px))
+}
+
+const GLYPH_W: usize = 5;
+const GLYPH_H: usize = 7;
+
+fn glyph(c: char) -> [u8; 7] {
+    match c.to_ascii_uppercase() {
+        'A' => [14, 17, 17, 31, 17, 17, 17],
+        'B' => [30, 17, 17, 30, 17, 17, 30],
+        'C' => [14, 17, 16, 16, 16, 17, 14],
+        'D' => [30, 17, 17, 17, 17, 17, 30],
+        'E' => [31, 16, 16, 30, 16, 16, 31],
+        'F' => [31, 16, 16, 30, 16, 16, 16],
+        'G' => [14, 17, 16, 23, 17, 17, 15],
+        'H' => [17, 17, 17, 31, 17, 17, 17],
+        'I' => [14, 4, 4, 4, 4, 4, 14],
+        'J' => [7, 2, 2, 2, 2, 18, 12],
+        'K' => [17, 18, 20, 24, 20, 18, 17],
+        'L' => [16, 16, 16, 16, 16, 16, 31],
+        'M' => [17, 27, 21, 21, 17, 17, 17],
+        'N' => [17, 17, 25, 21, 19, 17, 17],
+        'O' => [14, 17, 17, 17, 17, 17, 14],
+        'P' => [30, 17, 17, 30, 16, 16, 16],
+        'Q' => [14, 17, 17, 17, 21, 18, 13],
+        'R' => [30, 17, 17, 30, 20, 18, 17],
+        'S' => [15, 16, 16, 14, 1, 1, 30],
+        'T' => [31, 4, 4, 4, 4, 4, 4],
+        'U' => [17, 17, 17, 17, 17, 17, 14],
+        'V' => [17, 17, 17, 17, 17, 10, 4],
+        'W' => [17, 17, 17, 21, 21, 21, 10],
+        'X' => [17, 17, 10, 4, 10, 17, 17],
+        'Y' => [17, 17, 17, 10, 4, 4, 4],
+        'Z' => [31, 1, 2, 4, 8, 16, 31],
+        '0' => [14, 17, 19, 21, 25, 17, 14],
+        '1' => [4, 12, 4, 4, 4, 4, 14],
+        '2' => [14, 17, 1, 2, 4, 8, 31],
+        '3' => [31, 2, 4, 2, 1, 17, 14],
+        '4' => [2, 6, 10, 18, 31, 2, 2],
+        '5' => [31, 16, 30, 1, 1, 17, 14],
+        '6' => [6, 8, 16, 30, 17, 17, 14],
+        '7' => [31, 1, 2, 4, 8, 8, 8],
+        '8' => [14, 17, 17, 14, 17, 17, 14],
+        '9' => [14, 17, 17, 15, 1, 2, 12],
+        '-' => [0, 0, 0, 31, 0, 0, 0],
+        '/' => [0, 1, 2, 4, 8, 16, 0],
+        '_' => [0, 0, 0, 0, 0, 0, 31],
+        '.' => [0, 0, 0, 0, 0, 12, 12],
+        ':' => [0, 12, 12, 0, 12, 12, 0],
+        '#' => [10, 10, 31, 10, 31, 10, 10],
+        ' ' => [0; 7],
+        _ => [14, 17, 1, 2, 4, 0, 4],
+    }
+}
+
+fn draw_text(px: &mut [u8], w: usize, x0: usize, y0: usize, s: &str, color: [u8; 3]) {
+    let h = px.len() / 3 / w;
+    for (k, ch) in s.chars().enumerate() {
+        let g = glyph(ch);
+        let gx = x0 + k * (GLYPH_W + 1);
+        for (r, bits) in g.iter().enumerate() {
+            for b in 0..GLYPH_W {
+                if bits >> (GLYPH_W - 1 - b) & 1 == 1 {
+                    let (x, y) = (gx + b, y0 + r);
+                    if x < w && y < h {
+                        let o = (y * w + x) * 3;
+                        px[o..o + 3].copy_from_slice(&color);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn crc32(chunks: &[&[u8]]) -> u32 {
+    let mut table = [0u32; 256];
+    for (n, t) in table.iter_mut().enumerate() {
+        let mut c = n as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *t = c;
+    }
+    let mut c = 0xFFFF_FFFFu32;
+    for ch in chunks {
+        for &b in *ch {
+            c = table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        }
+    }
+    c ^ 0xFFFF_FFFF
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc32(&[kind, data]).to_be_bytes());
+}
+
+/// Encodes 8-bit RGB pixels (row-major, `w·h·3` bytes) as a PNG file.
+pub fn encode_png_rgb(w: usize, h: usize, rgb: &[u8]) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, truecolour, deflate, no filter, no interlace
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    let mut raw = Vec::with_capacity(h * (w * 3 + 1));
+    for row in rgb.chunks_exact(w * 3) {
+        raw.push(0);
+        raw.extend_from_slice(row);
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&raw).expect("writing to a Vec cannot fail");
+    let idat = z.finish().expect("writing to a Vec cannot fail");
+    png_chunk(&mut out, b"IDAT", &idat);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_known_value() {
+        assert_eq!(crc32(&[b"IEND"]), 0xAE42_6082);
+        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
+    }
+}
