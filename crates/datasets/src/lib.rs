@@ -19,6 +19,7 @@ pub mod cifar;
 pub mod dataset;
 pub mod embedded;
 pub mod error;
+pub mod fetch;
 pub mod idx;
 pub mod loader;
 pub mod pickle;
