@@ -12,6 +12,9 @@
 //!   padded explicitly first, because candle 0.11.1's conv2d backward gets the input-gradient
 //!   width wrong in that case.)
 //!
+//! Memory: each rayon thread keeps its im2col scratch (up to a few MB) and the fused-ReLU
+//! backward keeps one activation-sized buffer for the masked output gradient between calls.
+//!
 //! **Note on candle's max-pool backward (candle 0.11.1):** its gradient is wrong: each maximum
 //! receives `grad * (number of maxima in the window) / 4` (so `grad / 4` for a unique maximum),
 //! and for odd spatial sizes the upsampled mask is misaligned with the windows. The fast
