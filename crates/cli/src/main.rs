@@ -1,6 +1,7 @@
 //! `pyramid`: the command line. Thin: parse, call the libraries, print.
 
 mod inspect;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,6 +21,10 @@ struct Cli {
 enum Command {
     /// Print a model's blocks, roles, output shapes, parameters, conv/FC counts and MACs.
     Inspect(inspect::InspectArgs),
+    /// Run (or resume) an experiment: teacher, then every level of every chain.
+    Run(run::RunArgs),
+    /// Accuracy and loss of a checkpoint on a data set.
+    Eval(run::EvalArgs),
 }
 
 fn main() {
@@ -39,5 +44,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Eval(args) => run::eval(args),
     }
 }

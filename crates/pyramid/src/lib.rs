@@ -1,1 +1,59 @@
-//! placeholder
+//! Chained knowledge distillation: an experiment config becomes a plan (teacher, then levels,
+//! then stages), each stage runs on the training engine, and a run directory collects
+//! checkpoints, per-epoch metrics, `results.json` and a `report.md` in the shape of the paper's
+//! tables (METHOD.md §10–§11).
+
+pub mod config;
+pub mod data;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod stage;
+
+pub use config::{ExperimentConfig, Method, StageConfig};
+pub use plan::Plan;
+pub use run::{run_experiment, LevelResult, Results, RunOptions};
+
+/// Errors of configs, runs and reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config {path}: {message}")]
+    Config { path: String, message: String },
+    #[error("{0}")]
+    Stage(String),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error(transparent)]
+    Model(#[from] pyramid_models::Error),
+    #[error(transparent)]
+    Data(#[from] pyramid_datasets::Error),
+    #[error(transparent)]
+    Train(#[from] pyramid_train::TrainError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn device_from_str(s: &str) -> Result<candle_core::Device, Error> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "cpu" {
+        return Ok(candle_core::Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::Stage(format!("bad device `{s}` (cpu, cuda or cuda:N)")))?,
+        None => {
+            return Err(Error::Stage(format!(
+                "bad device `{s}` (cpu, cuda or cuda:N)"
+            )))
+        }
+    };
+    candle_core::Device::new_cuda(ordinal).map_err(|e| {
+        Error::Stage(format!(
+            "device `{s}`: {e} (build with `--features cuda` and run on a machine with an NVIDIA GPU)"
+        ))
+    })
+}

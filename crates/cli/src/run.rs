@@ -1,0 +1,126 @@
+//! `pyramid run` and `pyramid eval`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use pyramid::{report, ExperimentConfig, Plan, RunOptions};
+use pyramid_datasets::{Channels, DatasetKind, Loader, LoaderConfig, Split};
+use pyramid_models::Model;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Experiment config (TOML).
+    config: PathBuf,
+    /// Run directory (overrides the config's out_dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (overrides the config).
+    #[arg(long)]
+    device: Option<String>,
+    /// Data root (overrides the config and $PYRAMID_DATA).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the plan and exit without training.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let cfg = ExperimentConfig::from_file(&a.config)?;
+    if a.dry_run {
+        print!("{}", Plan::new(&cfg).to_text());
+        return Ok(());
+    }
+    let opts = RunOptions {
+        out_dir: a.out,
+        device: a.device,
+        data_dir: a.data_dir,
+        show_progress: !a.no_progress,
+    };
+    let out = opts.out_dir.clone().unwrap_or_else(|| cfg.out_dir.clone());
+    let results = pyramid::run_experiment(&cfg, &opts)
+        .with_context(|| format!("running {}", a.config.display()))?;
+    println!("{}", report::terminal_table(&results));
+    println!(
+        "report: {}\nresults: {}",
+        out.join("report.md").display(),
+        out.join("results.json").display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint written by `pyramid run` (safetensors with the model config inside).
+    checkpoint: PathBuf,
+    /// stl10, cifar10, cifar100, fashion_mnist, embedded.
+    #[arg(long)]
+    dataset: String,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// test or train.
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let device = pyramid::device_from_str(&a.device)?;
+    let model = Model::load(&a.checkpoint, &device)?;
+    let kind: DatasetKind = a.dataset.parse()?;
+    let split = match a.split.as_str() {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        other => anyhow::bail!("--split {other}: expected test or train"),
+    };
+    let data = pyramid_datasets::load(kind, a.data_dir.as_deref(), split)?;
+    let o = model.options();
+    anyhow::ensure!(
+        data.num_classes() <= o.classes,
+        "{} has {} classes but {} predicts {}",
+        kind,
+        data.num_classes(),
+        model.id(),
+        o.classes
+    );
+    let cfg = LoaderConfig {
+        size: Some((o.input_size, o.input_size)),
+        channels: if o.in_channels == 3 {
+            Channels::Rgb
+        } else {
+            Channels::Keep
+        },
+        normalize: kind.normalize(o.in_channels),
+        ..LoaderConfig::new(a.batch_size)
+    };
+    let n = data.len();
+    let loader = Loader::new(Arc::new(data), cfg, &device)?;
+    let (loss, acc) = pyramid::stage::evaluate_model(&model, &loader)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model.id().name(), "dataset": kind.to_string(), "split": a.split, "images": n, "loss": loss, "accuracy": acc})
+        );
+    } else {
+        println!(
+            "{} on {} {} ({} images): accuracy {:.2}%, cross-entropy {:.4}",
+            model.id(),
+            kind,
+            a.split,
+            n,
+            acc,
+            loss
+        );
+    }
+    Ok(())
+}
