@@ -228,22 +228,47 @@ pub fn read_pickle_file(path: &Path) -> Result<Value> {
     parse(path, &b)
 }
 
-enum Item {
-    Mark,
-    V(Value),
+/// Nesting depth and node count of a stack value, tracked so that hostile input can neither
+/// nest deeply enough to overflow the native stack (on drop or clone) nor blow up memory
+/// through repeated memo copies.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    depth: u32,
+    nodes: u64,
 }
 
-/// Containers/calls one pickle may create (bounds nesting depth, so dropping a hostile input
-/// cannot overflow the stack).
-const MAX_COMPOUND: usize = 100_000;
+impl Meta {
+    const LEAF: Meta = Meta { depth: 0, nodes: 1 };
+    fn parent_of<'m>(ms: impl IntoIterator<Item = &'m Meta>) -> Meta {
+        let mut m = Meta { depth: 1, nodes: 1 };
+        for c in ms {
+            m.absorb(*c);
+        }
+        m
+    }
+    fn absorb(&mut self, c: Meta) {
+        self.depth = self.depth.max(c.depth + 1);
+        self.nodes = self.nodes.saturating_add(c.nodes);
+    }
+}
+
+enum Item {
+    Mark,
+    V(Value, Meta),
+}
+
+/// Deepest nesting accepted (CIFAR pickles nest 4 levels).
+const MAX_DEPTH: u32 = 200;
 
 struct Vm<'a> {
     path: &'a Path,
     b: &'a [u8],
     pos: usize,
     stack: Vec<Item>,
-    memo: HashMap<u32, Value>,
-    compound: usize,
+    memo: HashMap<u32, (Value, Meta)>,
+    /// Nodes copied by memo PUT/GET and DUP so far, and the limit.
+    copied: u64,
+    copy_budget: u64,
 }
 
 /// Decodes pickle bytes (`path` is only used in error messages).
@@ -254,7 +279,8 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Value> {
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
-        compound: 0,
+        copied: 0,
+        copy_budget: 4 * b.len() as u64 + 1_000_000,
     };
     vm.run()
 }
@@ -317,30 +343,62 @@ impl<'a> Vm<'a> {
     }
 
     fn push(&mut self, v: Value) {
-        self.stack.push(Item::V(v));
+        self.stack.push(Item::V(v, Meta::LEAF));
+    }
+
+    fn push_m(&mut self, at: usize, v: Value, m: Meta) -> Result<()> {
+        if m.depth > MAX_DEPTH {
+            return Err(self.err(at, "pickle nested too deeply"));
+        }
+        self.stack.push(Item::V(v, m));
+        Ok(())
     }
 
     fn pop(&mut self, at: usize) -> Result<Value> {
+        Ok(self.pop_m(at)?.0)
+    }
+
+    fn pop_m(&mut self, at: usize) -> Result<(Value, Meta)> {
         match self.stack.pop() {
-            Some(Item::V(v)) => Ok(v),
+            Some(Item::V(v, m)) => Ok((v, m)),
             Some(Item::Mark) => Err(self.err(at, "unexpected MARK on the stack")),
             None => Err(self.err(at, "pickle stack underflow")),
         }
     }
 
-    fn top_mut(&mut self, at: usize) -> Result<&mut Value> {
-        match self.stack.last_mut() {
-            Some(Item::V(v)) => Ok(v),
-            _ => Err(Error::format(
-                self.path,
-                at as u64,
-                "pickle stack underflow",
-            )),
+    /// Adds `children` to the container on top of the stack via `f` (false: wrong type).
+    fn extend_top(
+        &mut self,
+        at: usize,
+        children: Vec<(Value, Meta)>,
+        f: impl FnOnce(&mut Value, Vec<Value>) -> bool,
+    ) -> Result<()> {
+        let path = self.path;
+        let (v, m) = match self.stack.last_mut() {
+            Some(Item::V(v, m)) => (v, m),
+            _ => return Err(Error::format(path, at as u64, "pickle stack underflow")),
+        };
+        let mut vals = Vec::with_capacity(children.len());
+        for (c, cm) in children {
+            m.absorb(cm);
+            vals.push(c);
         }
+        let depth = m.depth;
+        if !f(v, vals) {
+            return Err(Error::format(
+                path,
+                at as u64,
+                "APPEND/SETITEM on a value of the wrong type",
+            ));
+        }
+        if depth > MAX_DEPTH {
+            return Err(Error::format(path, at as u64, "pickle nested too deeply"));
+        }
+        Ok(())
     }
 
     /// Pops everything down to the last MARK.
-    fn pop_mark(&mut self, at: usize) -> Result<Vec<Value>> {
+    fn pop_mark(&mut self, at: usize) -> Result<Vec<(Value, Meta)>> {
         let k = self
             .stack
             .iter()
@@ -351,16 +409,16 @@ impl<'a> Vm<'a> {
             .into_iter()
             .skip(1)
             .filter_map(|i| match i {
-                Item::V(v) => Some(v),
+                Item::V(v, m) => Some((v, m)),
                 Item::Mark => None,
             })
             .collect())
     }
 
-    fn count(&mut self, at: usize) -> Result<()> {
-        self.compound += 1;
-        if self.compound > MAX_COMPOUND {
-            return Err(self.err(at, "pickle has too many containers"));
+    fn charge_copy(&mut self, at: usize, m: Meta) -> Result<()> {
+        self.copied = self.copied.saturating_add(m.nodes);
+        if self.copied > self.copy_budget {
+            return Err(self.err(at, "pickle copies too much memoised data"));
         }
         Ok(())
     }
@@ -385,70 +443,66 @@ impl<'a> Vm<'a> {
                 }
                 b'.' => return self.pop(at),
                 b'(' => self.stack.push(Item::Mark),
-                b'}' => {
-                    self.count(at)?;
-                    self.push(Value::Dict(Vec::new()))
-                }
-                b']' => {
-                    self.count(at)?;
-                    self.push(Value::List(Vec::new()))
-                }
+                b'}' => self.push(Value::Dict(Vec::new())),
+                b']' => self.push(Value::List(Vec::new())),
                 b')' => self.push(Value::Tuple(Vec::new())),
-                b'l' => {
-                    self.count(at)?;
-                    let v = self.pop_mark(at)?;
-                    self.push(Value::List(v))
-                }
-                b't' => {
-                    self.count(at)?;
-                    let v = self.pop_mark(at)?;
-                    self.push(Value::Tuple(v))
-                }
-                b'd' => {
-                    self.count(at)?;
-                    let v = self.pop_mark(at)?;
-                    let d = self.pairs(at, v)?;
-                    self.push(Value::Dict(d))
+                b'l' | b't' | b'd' => {
+                    let xs = self.pop_mark(at)?;
+                    let m = Meta::parent_of(xs.iter().map(|(_, m)| m));
+                    let vals: Vec<Value> = xs.into_iter().map(|(v, _)| v).collect();
+                    let v = match op {
+                        b'l' => Value::List(vals),
+                        b't' => Value::Tuple(vals),
+                        _ => Value::Dict(self.pairs(at, vals)?),
+                    };
+                    self.push_m(at, v, m)?
                 }
                 0x85..=0x87 => {
-                    self.count(at)?;
                     let n = (op - 0x84) as usize;
-                    let mut v = Vec::with_capacity(n);
+                    let mut xs = Vec::with_capacity(n);
                     for _ in 0..n {
-                        v.push(self.pop(at)?);
+                        xs.push(self.pop_m(at)?);
                     }
-                    v.reverse();
-                    self.push(Value::Tuple(v))
+                    xs.reverse();
+                    let m = Meta::parent_of(xs.iter().map(|(_, m)| m));
+                    let vals = xs.into_iter().map(|(v, _)| v).collect();
+                    self.push_m(at, Value::Tuple(vals), m)?
                 }
-                b'a' => {
-                    let x = self.pop(at)?;
-                    match self.top_mut(at)? {
-                        Value::List(l) => l.push(x),
-                        _ => return Err(self.err(at, "APPEND to a non-list")),
-                    }
+                b'a' | b'e' => {
+                    let xs = if op == b'a' {
+                        vec![self.pop_m(at)?]
+                    } else {
+                        self.pop_mark(at)?
+                    };
+                    self.extend_top(at, xs, |top, vals| match top {
+                        Value::List(l) => {
+                            l.extend(vals);
+                            true
+                        }
+                        _ => false,
+                    })?
                 }
-                b'e' => {
-                    let xs = self.pop_mark(at)?;
-                    match self.top_mut(at)? {
-                        Value::List(l) => l.extend(xs),
-                        _ => return Err(self.err(at, "APPENDS to a non-list")),
+                b's' | b'u' => {
+                    let xs = if op == b's' {
+                        let v = self.pop_m(at)?;
+                        let k = self.pop_m(at)?;
+                        vec![k, v]
+                    } else {
+                        self.pop_mark(at)?
+                    };
+                    if xs.len() & 1 == 1 {
+                        return Err(self.err(at, "odd number of items for a dict"));
                     }
-                }
-                b's' => {
-                    let v = self.pop(at)?;
-                    let k = self.pop(at)?;
-                    match self.top_mut(at)? {
-                        Value::Dict(d) => d.push((k, v)),
-                        _ => return Err(self.err(at, "SETITEM on a non-dict")),
-                    }
-                }
-                b'u' => {
-                    let xs = self.pop_mark(at)?;
-                    let pairs = self.pairs(at, xs)?;
-                    match self.top_mut(at)? {
-                        Value::Dict(d) => d.extend(pairs),
-                        _ => return Err(self.err(at, "SETITEMS on a non-dict")),
-                    }
+                    self.extend_top(at, xs, |top, vals| match top {
+                        Value::Dict(d) => {
+                            let mut it = vals.into_iter();
+                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                                d.push((k, v));
+                            }
+                            true
+                        }
+                        _ => false,
+                    })?
                 }
                 b'p' => {
                     let l = self.line()?;
@@ -605,18 +659,16 @@ impl<'a> Vm<'a> {
                     }
                 }
                 b'R' | 0x81 => {
-                    self.count(at)?;
-                    let args = self.pop(at)?;
-                    let f = self.pop(at)?;
+                    let (args, am) = self.pop_m(at)?;
+                    let (f, fm) = self.pop_m(at)?;
                     let v = self.reduce(at, f, args)?;
-                    self.push(v)
+                    self.push_m(at, v, Meta::parent_of([&am, &fm]))?
                 }
                 b'b' => {
-                    self.count(at)?;
-                    let state = self.pop(at)?;
-                    let obj = self.pop(at)?;
+                    let (state, sm) = self.pop_m(at)?;
+                    let (obj, om) = self.pop_m(at)?;
                     let v = self.build(at, obj, state)?;
-                    self.push(v)
+                    self.push_m(at, v, Meta::parent_of([&sm, &om]))?
                 }
                 b'0' => {
                     self.stack
@@ -627,11 +679,15 @@ impl<'a> Vm<'a> {
                     self.pop_mark(at)?;
                 }
                 b'2' => {
-                    let v = match self.stack.last() {
-                        Some(Item::V(v)) => v.clone(),
+                    let m = match self.stack.last() {
+                        Some(Item::V(_, m)) => *m,
                         _ => return Err(self.err(at, "DUP on an empty stack")),
                     };
-                    self.push(v)
+                    self.charge_copy(at, m)?;
+                    if let Some(Item::V(v, m)) = self.stack.last() {
+                        let item = Item::V(v.clone(), *m);
+                        self.stack.push(item);
+                    }
                 }
                 _ => {
                     return Err(self.err(at, format!("unsupported pickle opcode 0x{op:02x}")));
@@ -641,21 +697,28 @@ impl<'a> Vm<'a> {
     }
 
     fn put(&mut self, at: usize, id: u32) -> Result<()> {
-        let v = match self.stack.last() {
-            Some(Item::V(v)) => v.clone(),
+        let m = match self.stack.last() {
+            Some(Item::V(_, m)) => *m,
             _ => return Err(self.err(at, "PUT with an empty stack")),
         };
-        self.memo.insert(id, v);
+        self.charge_copy(at, m)?;
+        if let Some(Item::V(v, m)) = self.stack.last() {
+            let e = (v.clone(), *m);
+            self.memo.insert(id, e);
+        }
         Ok(())
     }
 
     fn get(&mut self, at: usize, id: u32) -> Result<()> {
-        let v = self
-            .memo
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| self.err(at, format!("memo key {id} not found")))?;
-        self.push(v);
+        let m = match self.memo.get(&id) {
+            Some((_, m)) => *m,
+            None => return Err(self.err(at, format!("memo key {id} not found"))),
+        };
+        self.charge_copy(at, m)?;
+        if let Some((v, m)) = self.memo.get(&id) {
+            let item = Item::V(v.clone(), *m);
+            self.stack.push(item);
+        }
         Ok(())
     }
 
