@@ -106,12 +106,8 @@ proptest! {
 fn deep_nesting_does_not_overflow() {
     // 1,000,000 nested lists would overflow the stack on drop; the container cap refuses it.
     let mut b = vec![0x80, 2];
-    for _ in 0..1_000_000 {
-        b.push(b']');
-    }
-    for _ in 0..999_999 {
-        b.push(b'a');
-    }
+    b.extend(std::iter::repeat_n(b']', 1_000_000));
+    b.extend(std::iter::repeat_n(b'a', 999_999));
     b.push(b'.');
     let e = pickle::parse(p(), &b).unwrap_err().to_string();
     assert!(e.contains("nested too deeply"), "{e}");
