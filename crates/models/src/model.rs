@@ -399,42 +399,34 @@ impl Model {
         })
     }
 
-    /// Batch norm over (N, H, W); train mode uses batch statistics and updates the running ones
-    /// (PyTorch semantics: momentum 0.1, unbiased variance for the running estimate).
+    /// Batch norm over (N, H, W); train mode uses batch statistics (one fused op) and updates
+    /// the running ones (PyTorch semantics: momentum 0.1, unbiased variance for the estimate).
     fn batch_norm(&self, prefix: &str, x: &Tensor, train: bool) -> Result<Tensor, Error> {
-        let c = x.dim(1)?;
-        let gamma = self.p(format!("{prefix}.weight"))?.reshape((1, c, 1, 1))?;
-        let beta = self.p(format!("{prefix}.bias"))?.reshape((1, c, 1, 1))?;
+        let (n, c, h, w) = x.dims4()?;
+        let gamma = self.p(format!("{prefix}.weight"))?;
+        let beta = self.p(format!("{prefix}.bias"))?;
         let rm = self
             .var(&format!("{prefix}.running_mean"))
             .expect("bn buffer");
         let rv = self
             .var(&format!("{prefix}.running_var"))
             .expect("bn buffer");
-        let (mean, var) = if train {
-            let n = (x.elem_count() / c) as f64;
-            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = centred
-                .sqr()?
-                .mean_keepdim(0)?
-                .mean_keepdim(2)?
-                .mean_keepdim(3)?;
-            let m = mean.detach().flatten_all()?;
-            let v = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+        if train {
+            let count = (n * h * w) as f64;
+            let (y, m, v) = pyramid_ops::batch_norm_train(x, gamma, beta, BN_EPS, self.backend)?;
+            let v = (v * (count / (count - 1.0).max(1.0)))?;
             rm.set(&((rm.as_tensor() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?)?;
             rv.set(&((rv.as_tensor() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?)?;
-            (mean, var)
-        } else {
-            (
-                rm.as_tensor().reshape((1, c, 1, 1))?,
-                rv.as_tensor().reshape((1, c, 1, 1))?,
-            )
-        };
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
-        Ok(y.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+            return Ok(y);
+        }
+        // Eval: a per-channel affine map x·a + b with a = γ/√(σ²+eps), b = β − μ·a.
+        let a = (gamma / (rv.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let b = (beta - (rm.as_tensor() * &a)?)?;
+        let x3 = x.reshape((n, c, h * w))?;
+        Ok(x3
+            .broadcast_mul(&a.reshape((1, c, 1))?)?
+            .broadcast_add(&b.reshape((1, c, 1))?)?
+            .reshape((n, c, h, w))?)
     }
 
     /// Predicted class per row of `logits`.

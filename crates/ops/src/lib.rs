@@ -21,6 +21,7 @@
 //! max-pool implements PyTorch's semantics instead (the whole gradient goes to the first
 //! maximum of each window in scan order).
 
+mod batch_norm;
 mod conv;
 mod pool;
 
@@ -348,5 +349,97 @@ impl CustomOp1 for MaxPool2x2 {
             with_f32(grad, |gd| Ok(pool::pool_bwd(xd, gd, b * c, h, w)))
         })?;
         Ok(Some(Tensor::from_vec(gx, arg.shape(), arg.device())?))
+    }
+}
+
+/// Training-mode batch norm of an NCHW tensor over (N, H, W): returns the normalised, scaled
+/// and shifted output and the batch's per-channel mean and biased variance (detached, for the
+/// running statistics). Differentiable w.r.t. `x`, `gamma` and `beta`.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    backend: Backend,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    let fast = backend == Backend::Fast && x.device().is_cpu() && x.dtype() == DType::F32;
+    if !fast {
+        let x3 = x.reshape((n, c, h * w))?;
+        let count = (n * h * w) as f64;
+        let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
+        let centred = x3.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / count)?;
+        let y = centred
+            .broadcast_div(&(&var + eps)?.sqrt()?)?
+            .broadcast_mul(&gamma.reshape((1, c, 1))?)?
+            .broadcast_add(&beta.reshape((1, c, 1))?)?
+            .reshape((n, c, h, w))?;
+        return Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?));
+    }
+    let x = x.contiguous()?;
+    let (mean, var) = with_f32(&x, |xd| Ok(batch_norm::channel_stats(xd, n, c, h * w)))?;
+    let to_t = |v: Vec<f64>| {
+        Tensor::from_vec(
+            v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
+            c,
+            x.device(),
+        )
+    };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?;
+    Ok((y, to_t(mean)?, to_t(var)?))
+}
+
+struct BatchNorm {
+    eps: f64,
+}
+
+impl CustomOp3 for BatchNorm {
+    fn name(&self) -> &'static str {
+        "pyramid-batch-norm-train"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let y = batch_norm::forward(
+            slice(s1, l1)?,
+            slice(s2, l2)?,
+            slice(s3, l3)?,
+            self.eps,
+            n,
+            c,
+            h * w,
+        );
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let grad = grad.contiguous()?;
+        let (dx, dg, db) = with_f32(x, |xd| {
+            with_f32(gamma, |gd| {
+                with_f32(&grad, |dyd| {
+                    Ok(batch_norm::backward(xd, gd, dyd, self.eps, n, c, h * w))
+                })
+            })
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dg, gamma.shape(), gamma.device())?),
+            Some(Tensor::from_vec(db, beta.shape(), beta.device())?),
+        ))
     }
 }
