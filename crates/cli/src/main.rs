@@ -1,5 +1,6 @@
 //! `pyramid`: the command line. Thin: parse, call the libraries, print.
 
+mod data;
 mod inspect;
 mod run;
 
@@ -25,6 +26,8 @@ enum Command {
     Run(run::RunArgs),
     /// Accuracy and loss of a checkpoint on a data set.
     Eval(run::EvalArgs),
+    /// Data sets: fetch official archives, verify files on disk, show samples.
+    Data(data::DataArgs),
 }
 
 fn main() {
@@ -46,5 +49,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args),
         Command::Eval(args) => run::eval(args),
+        Command::Data(args) => data::run(args),
     }
 }

@@ -211,21 +211,20 @@ fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + S
         }
         vec![acc]
     } else {
-        let next = AtomicUsize::new(0);
+        // Static partition: worker k always gets the same contiguous units, so each
+        // accumulator sums the same terms in the same order whatever thread runs it. (A shared
+        // work counter balanced load slightly better but made weight gradients depend on
+        // scheduling, breaking "same seed, same numbers".)
         let workers = nt.min(nunits);
+        let per = nunits.div_ceil(workers);
         let mut accs: Vec<Option<A>> = (0..workers).map(|_| None).collect();
         rayon::scope(|s| {
-            for slot in accs.iter_mut() {
-                let next = &next;
+            for (k, slot) in accs.iter_mut().enumerate() {
                 let init = &init;
                 let f = &f;
                 s.spawn(move |_| {
                     let mut acc = init();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= nunits {
-                            break;
-                        }
+                    for i in k * per..((k + 1) * per).min(nunits) {
                         f(&mut acc, i, Parallelism::None);
                     }
                     *slot = Some(acc);

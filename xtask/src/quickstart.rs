@@ -1,0 +1,14 @@
+//! `cargo xtask quickstart`: the README's main job.
+
+use anyhow::Result;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let bin = crate::build_pyramid(None)?;
+    let mut c = std::process::Command::new(bin);
+    c.current_dir(crate::root())
+        .args(["run", "configs/quickstart.toml"])
+        .args(args);
+    crate::status(c)?;
+    eprintln!("\nThe run directory holds every checkpoint, the per-epoch metrics (metrics.jsonl), results.json and report.md.");
+    Ok(())
+}
