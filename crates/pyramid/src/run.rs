@@ -418,18 +418,42 @@ fn run_pyramid_level(
         (None, None),
         &mut log,
     )?;
+    finish_level(
+        &dir,
+        student,
+        id.scheme,
+        Method::Pyramid,
+        vec![s1, s2],
+        &inh,
+        started,
+    )
+}
+
+/// Saves a trained level's final checkpoint and `result.json` (written last: it marks the
+/// level complete).
+fn finish_level(
+    dir: &Path,
+    student: Model,
+    scheme: Scheme,
+    method: Method,
+    stages: Vec<StageOutcome>,
+    inh: &pyramid_models::Inheritance,
+    started: Instant,
+) -> Result<(Model, LevelResult), Error> {
     student.save(dir.join("final.safetensors"))?;
     let r = level_result(
         &student,
-        id.scheme,
-        "pyramid",
-        vec![s1, s2],
+        scheme,
+        method.as_str(),
+        stages,
         (inh.inherited.len(), inh.fresh.len()),
         started,
     );
     write_json_atomic(dir.join("result.json"), &r)?;
     tracing::info!(
-        "{id} pyramid: test accuracy {:.2}% (last epoch {:.2}%)",
+        "{} {}: test accuracy {:.2}% (last epoch {:.2}%)",
+        r.model,
+        method.as_str(),
         r.best_test_acc,
         r.last_test_acc
     );
@@ -455,16 +479,13 @@ fn run_scratch_level(ctx: &Ctx, vgg19: &Model, id: ModelId) -> Result<(Model, Le
         (None, None),
         &mut log,
     )?;
-    student.save(dir.join("final.safetensors"))?;
-    let r = level_result(
-        &student,
+    finish_level(
+        &dir,
+        student,
         id.scheme,
-        "scratch",
+        Method::Scratch,
         vec![s],
-        (inh.inherited.len(), inh.fresh.len()),
+        &inh,
         started,
-    );
-    write_json_atomic(dir.join("result.json"), &r)?;
-    tracing::info!("{id} scratch: test accuracy {:.2}%", r.best_test_acc);
-    Ok((student, r))
+    )
 }

@@ -478,14 +478,7 @@ pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<u64, Error> {
 
 /// Test accuracy (%) of a model on a loader, in eval mode.
 pub fn evaluate_accuracy(model: &Model, loader: &Loader) -> Result<f64, Error> {
-    let (mut correct, mut n) = (0u64, 0usize);
-    for batch in loader.iter(0) {
-        let batch = batch?;
-        let logits = model.forward(&batch.images, Mode::Eval)?;
-        correct += count_correct(&logits, &batch.labels)?;
-        n += batch.indices.len();
-    }
-    Ok(100.0 * correct as f64 / n.max(1) as f64)
+    Ok(evaluate_model(model, loader)?.1)
 }
 
 /// Mean cross-entropy and accuracy (%) of a model on a loader.
