@@ -78,12 +78,12 @@ for f in $FEATURES; do
   # ... and asking for CUDA fails cleanly: non-zero exit, CUDA_ERROR_STUB_LIBRARY, no panic.
   out=$(mktemp -d)
   set +e
-  msg=$(LD_LIBRARY_PATH=$RUNTIME_LD "$BIN" run "$CFG" --device cuda --out "$out/run" --no-progress 2>&1)
+  msg=$(env -u RUST_BACKTRACE LD_LIBRARY_PATH=$RUNTIME_LD "$BIN" run "$CFG" --device cuda --out "$out/run" --no-progress 2>&1)
   rc=$?
   set -e
   rm -rf "$out"
   clean=ok
-  printf 'pyramid run --device cuda (exit %s):\n%s\n' "$rc" "$(tail -5 <<<"$msg")" >&2
+  printf 'pyramid run --device cuda (exit %s): %s\n' "$rc" "$(grep -m1 -E 'Error|panicked' <<<"$msg" || tail -1 <<<"$msg")" >&2
   if [ $rc -eq 0 ] || [ $rc -eq 101 ] || grep -q panicked <<<"$msg"; then
     clean=FAILED; status=1
   elif ! grep -q CUDA_ERROR_STUB_LIBRARY <<<"$msg"; then
