@@ -207,9 +207,9 @@ fn a_label_stage_that_never_improves_lasts_exactly_30_epochs() {
     assert_eq!(cuts, vec![6, 12, 18, 24, 30]);
 }
 
-fn comparable(
-    path: &Path,
-) -> Vec<(
+/// One metrics row without its timings: (stage, epoch, train loss, train acc, test loss,
+/// test acc, lr).
+type Row = (
     u32,
     u64,
     Option<f64>,
@@ -217,7 +217,9 @@ fn comparable(
     Option<f64>,
     Option<f64>,
     f64,
-)> {
+);
+
+fn comparable(path: &Path) -> Vec<Row> {
     let rows: Vec<EpochMetrics> = read_jsonl(path).unwrap();
     rows.into_iter()
         .map(|r| {
