@@ -334,9 +334,9 @@ impl StageRun<'_> {
                     .needs_labels()
                     .then(|| 100.0 * correct as f64 / n.max(1) as f64),
             };
-            log.append(&self.record_epoch(
+            log.append(&self.record(
                 epoch,
-                &train,
+                Some(&train),
                 &sel,
                 test.as_ref(),
                 lr,
@@ -440,32 +440,6 @@ impl StageRun<'_> {
             improved,
             cut,
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_epoch(
-        &self,
-        epoch: u64,
-        train: &EvalResult,
-        sel: &EvalResult,
-        test: Option<&EvalResult>,
-        lr: f64,
-        seconds: f64,
-        images_per_sec: f64,
-        improved: bool,
-        cut: bool,
-    ) -> EpochMetrics {
-        self.record(
-            epoch,
-            Some(train),
-            sel,
-            test,
-            lr,
-            seconds,
-            images_per_sec,
-            improved,
-            cut,
-        )
     }
 }
 
