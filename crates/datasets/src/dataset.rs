@@ -119,6 +119,48 @@ impl Dataset {
         }
     }
 
+    /// `self` followed by `other`, keeping `self`'s name and class names. The image shapes
+    /// must agree; `other`'s labels must be valid for `self`'s classes.
+    pub fn concat(&self, other: &Dataset) -> Result<Dataset, String> {
+        let shape = |d: &Dataset| (d.channels, d.height, d.width);
+        if shape(self) != shape(other) {
+            return Err(format!(
+                "cannot join {} ({:?}) and {} ({:?}): image shapes differ",
+                self.name,
+                shape(self),
+                other.name,
+                shape(other)
+            ));
+        }
+        if let Some(&l) = other
+            .labels
+            .iter()
+            .find(|&&l| l as usize >= self.num_classes())
+        {
+            return Err(format!(
+                "cannot join {} to {}: label {l} is out of range for {} classes",
+                other.name,
+                self.name,
+                self.num_classes()
+            ));
+        }
+        let mut images = Vec::with_capacity(self.images.len() + other.images.len());
+        images.extend_from_slice(&self.images);
+        images.extend_from_slice(&other.images);
+        let mut labels = self.labels.clone();
+        labels.extend_from_slice(&other.labels);
+        Ok(Dataset {
+            name: format!("{}+{}", self.name, other.name),
+            images,
+            labels,
+            n: self.n + other.n,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+        })
+    }
+
     /// Indices of at most `per_class` images of each class, chosen by a seeded shuffle and
     /// returned in ascending order (so the subset keeps the original order).
     pub fn class_balanced_indices(&self, per_class: usize, seed: u64) -> Vec<usize> {
@@ -201,6 +243,25 @@ mod tests {
             width: w,
             class_names: (0..classes).map(|i| format!("c{i}")).collect(),
         }
+    }
+
+    #[test]
+    fn concat_appends_and_checks_shapes_and_labels() {
+        let a = toy(3, 4);
+        let b = toy(2, 2);
+        let j = a.concat(&b).unwrap();
+        assert_eq!(j.n, 5);
+        assert_eq!(j.image(3), b.image(0));
+        assert_eq!(j.labels, vec![0, 1, 2, 0, 1]);
+        assert_eq!(j.class_names, a.class_names);
+        assert!(j.validate().is_ok());
+        let mut wide = toy(1, 4);
+        wide.width = 2;
+        wide.images.truncate(4);
+        let e = a.concat(&wide).unwrap_err();
+        assert!(e.contains("image shapes differ"), "{e}");
+        let e = b.concat(&a).unwrap_err();
+        assert!(e.contains("label 2 is out of range for 2 classes"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,12 @@ pub struct DataConfig {
     /// Threads assembling each batch (0 = auto).
     #[serde(default)]
     pub loader_threads: usize,
+    /// STL10 only: add this many images of the unlabeled split (a seeded choice out of its
+    /// 100,000) to the training images of every pyramid stage 1. Stage 1 matches the teacher and
+    /// needs no labels, so this is free extra "dark knowledge"; the original never did it.
+    /// Stage 2, Scratch and the teacher still train on the labelled images only. 0 = off.
+    #[serde(default)]
+    pub stage1_unlabeled: usize,
 }
 
 fn default_batch() -> usize {
@@ -335,6 +341,9 @@ impl ExperimentConfig {
             }
         }
         self.stage1.validate("stage1")?;
+        if self.data.stage1_unlabeled > 0 {
+            self.validate_stage1_unlabeled()?;
+        }
         self.stage2.validate("stage2")?;
         self.scratch.validate("scratch")?;
         match &self.teacher {
@@ -342,6 +351,33 @@ impl ExperimentConfig {
                 recipe.validate("teacher.recipe")?
             }
             TeacherConfig::Load { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Unlabeled images exist only for STL10, and carry no labels for a stage-1 loss to use.
+    fn validate_stage1_unlabeled(&self) -> Result<(), Error> {
+        let n = self.data.stage1_unlabeled;
+        if self.data.dataset != DatasetKind::Stl10 {
+            return Err(Self::invalid(format!(
+                "[data] stage1_unlabeled = {n}: only stl10 has an unlabeled split (dataset is {})",
+                self.data.dataset
+            )));
+        }
+        let stage1s = std::iter::once(("stage1".to_string(), &self.stage1)).chain(
+            self.overrides.iter().filter_map(|(k, o)| {
+                o.stage1
+                    .as_ref()
+                    .map(|s| (format!("overrides.{k}.stage1"), s))
+            }),
+        );
+        for (at, s) in stage1s {
+            if s.loss.needs_labels() {
+                return Err(Self::invalid(format!(
+                    "[{at}] loss `{}` uses labels, but [data] stage1_unlabeled = {n} feeds stage 1 unlabeled images; use a label-free loss (hint, logit_mse, attention_transfer, kd with alpha = 1) or set stage1_unlabeled = 0",
+                    s.loss.name()
+                )));
+            }
         }
         Ok(())
     }

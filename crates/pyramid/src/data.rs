@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use candle_core::Device;
+use pyramid_datasets::stl10::UnlabeledStl10;
 use pyramid_datasets::{Channels, Dataset, Loader, LoaderConfig, Split};
+use pyramid_rng::Rng;
 
 use crate::config::{ExperimentConfig, Selection};
 use crate::Error;
@@ -15,6 +17,9 @@ pub struct ExperimentData {
     pub select: Loader,
     /// The test set when selection uses a val slice.
     pub test: Option<Loader>,
+    /// Pyramid stage 1's training images when `[data] stage1_unlabeled > 0`: the labelled
+    /// training images followed by the chosen unlabeled ones (their label 0 is never read).
+    pub stage1_train: Option<Loader>,
     pub classes: usize,
     pub train_len: usize,
     pub test_len: usize,
@@ -73,6 +78,17 @@ impl ExperimentData {
             Ok(Loader::new(Arc::new(ds), base(batch, shuffle), device)?)
         };
         let (train_len, test_len) = (train.len(), test.len());
+        let stage1_train = match d.stage1_unlabeled {
+            0 => None,
+            n => {
+                let extra = unlabeled_subset(cfg, n)?;
+                let joined = train.concat(&extra).map_err(|m| Error::Config {
+                    path: "<config>".into(),
+                    message: format!("[data] stage1_unlabeled: {m}"),
+                })?;
+                Some(loader(joined, d.batch_size, true)?)
+            }
+        };
         let train = loader(train, d.batch_size, true)?;
         let test = loader(test, d.eval_batch_size, false)?;
         Ok(match val {
@@ -80,6 +96,7 @@ impl ExperimentData {
                 train,
                 select: loader(v, d.eval_batch_size, false)?,
                 test: Some(test),
+                stage1_train,
                 classes,
                 train_len,
                 test_len,
@@ -88,6 +105,7 @@ impl ExperimentData {
                 train,
                 select: test,
                 test: None,
+                stage1_train,
                 classes,
                 train_len,
                 test_len,
@@ -95,7 +113,39 @@ impl ExperimentData {
         })
     }
 
+    /// The training loader of a pyramid stage 1 (with the unlabeled images, if configured).
+    pub fn stage1_loader(&self) -> &Loader {
+        self.stage1_train.as_ref().unwrap_or(&self.train)
+    }
+
     pub fn test_loader(&self) -> &Loader {
         self.test.as_ref().unwrap_or(&self.select)
     }
+}
+
+/// `n` images of STL10's unlabeled split, a seeded choice without repetition, in file order
+/// (sequential reads), labelled 0.
+fn unlabeled_subset(cfg: &ExperimentConfig, n: usize) -> Result<Dataset, Error> {
+    let root = pyramid_datasets::resolve_root(cfg.data.dataset, cfg.data.root.as_deref());
+    let file = UnlabeledStl10::open(&root)?;
+    if n > file.len() {
+        return Err(Error::Config {
+            path: "<config>".into(),
+            message: format!(
+                "[data] stage1_unlabeled = {n}, but {} holds only {} images",
+                pyramid_datasets::stl10::stl10_dir(&root)
+                    .join("unlabeled_X.bin")
+                    .display(),
+                file.len()
+            ),
+        });
+    }
+    let mut idx = Rng::stream(cfg.seed, "data/stage1_unlabeled").permutation(file.len());
+    idx.truncate(n);
+    idx.sort_unstable();
+    tracing::info!(
+        "stage 1: adding {n} of {} unlabeled STL10 images to the training images",
+        file.len()
+    );
+    Ok(file.subset(&idx)?)
 }

@@ -38,6 +38,8 @@ pub struct StagePlan {
     pub loss: String,
     pub trains: String,
     pub teacher: Option<String>,
+    /// The training images it sees.
+    pub data: String,
 }
 
 impl Plan {
@@ -52,6 +54,11 @@ impl Plan {
                     path.display()
                 )
             }
+        };
+        let labelled = "labelled train images".to_string();
+        let stage1_data = match cfg.data.stage1_unlabeled {
+            0 => labelled.clone(),
+            n => format!("labelled train images + {n} unlabeled"),
         };
         let mut chains = Vec::new();
         for &scheme in &cfg.schemes {
@@ -72,6 +79,7 @@ impl Plan {
                                 loss: cfg.stage_for(id, StageKind::Scratch).loss.name().into(),
                                 trains: "all".into(),
                                 teacher: None,
+                                data: labelled.clone(),
                             }],
                             Method::Pyramid => {
                                 let s2 = cfg.stage_for(id, StageKind::Stage2);
@@ -85,6 +93,7 @@ impl Plan {
                                             .into(),
                                         trains: format!("up to and including {}", step.with.name()),
                                         teacher: Some(prev.clone()),
+                                        data: stage1_data.clone(),
                                     },
                                     StagePlan {
                                         stage: 2,
@@ -95,6 +104,7 @@ impl Plan {
                                             "all".into()
                                         },
                                         teacher: s2.loss.needs_teacher().then(|| prev.clone()),
+                                        data: labelled.clone(),
                                     },
                                 ]
                             }
@@ -146,10 +156,11 @@ impl Plan {
                 ));
                 for st in &l.stages {
                     s.push_str(&format!(
-                        "           stage {}: loss {}, trains {}{}\n",
+                        "           stage {}: loss {}, trains {}, on {}{}\n",
                         st.stage,
                         st.loss,
                         st.trains,
+                        st.data,
                         st.teacher
                             .as_ref()
                             .map(|t| format!(", teacher {t}"))

@@ -44,6 +44,12 @@ pub fn markdown(r: &Results) -> String {
             r.device,
             r.wall_seconds
         ));
+        if r.stage1_unlabeled_images > 0 {
+            s.push_str(&format!(
+                "Pyramid stage 1 also trained on {} unlabeled images.\n\n",
+                r.stage1_unlabeled_images
+            ));
+        }
     }
     s.push_str(
         "Test accuracy (%) of the selected epoch, with the last epoch's in parentheses.\n\n",

@@ -73,6 +73,9 @@ pub struct Results {
     pub model_options: Option<pyramid_models::ModelOptions>,
     pub train_images: usize,
     pub test_images: usize,
+    /// Unlabeled images added to every pyramid stage 1 (`[data] stage1_unlabeled`).
+    #[serde(default)]
+    pub stage1_unlabeled_images: usize,
     pub teacher: Option<LevelResult>,
     pub levels: Vec<LevelResult>,
     pub wall_seconds: f64,
@@ -93,9 +96,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn stage_data(&self) -> StageData<'_> {
+    /// Stage 1 of a pyramid level may train on extra unlabeled images.
+    fn stage_data(&self, stage: u32) -> StageData<'_> {
         StageData {
-            train: &self.data.train,
+            train: if stage == 1 {
+                self.data.stage1_loader()
+            } else {
+                &self.data.train
+            },
             select: &self.data.select,
             test: self.data.test.as_ref(),
         }
@@ -126,7 +134,7 @@ impl Ctx<'_> {
             rng,
             show_progress: self.show_progress,
         }
-        .run(&self.stage_data(), log)
+        .run(&self.stage_data(stage), log)
     }
 }
 
@@ -190,6 +198,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         model_options: Some(cfg.model.options(data.classes)),
         train_images: data.train_len,
         test_images: data.test_len,
+        stage1_unlabeled_images: cfg.data.stage1_unlabeled,
         ..Default::default()
     };
     let (teacher, teacher_result) = obtain_teacher(&ctx, &device)?;

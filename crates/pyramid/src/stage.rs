@@ -90,6 +90,8 @@ fn is_sum_reduced(loss: &LossSpec) -> bool {
 struct EvalResult {
     loss: f64,
     acc: Option<f64>,
+    /// Images seen.
+    n: usize,
 }
 
 impl StageRun<'_> {
@@ -192,6 +194,7 @@ impl StageRun<'_> {
         Ok(EvalResult {
             loss: loss_sum / n.max(1) as f64,
             acc: needs_logits.then(|| 100.0 * correct as f64 / n.max(1) as f64),
+            n,
         })
     }
 
@@ -333,6 +336,7 @@ impl StageRun<'_> {
                     .loss
                     .needs_labels()
                     .then(|| 100.0 * correct as f64 / n.max(1) as f64),
+                n,
             };
             log.append(&self.record(
                 epoch,
@@ -430,6 +434,7 @@ impl StageRun<'_> {
             epoch,
             train_loss: train.map(|t| t.loss),
             train_acc: train.and_then(|t| t.acc),
+            train_images: train.map_or(0, |t| t.n as u64),
             test_loss,
             test_acc,
             val_loss,

@@ -18,6 +18,9 @@ pub struct EpochMetrics {
     pub epoch: u64,
     pub train_loss: Option<f64>,
     pub train_acc: Option<f64>,
+    /// Images trained on in this epoch (0 for the initial evaluation).
+    #[serde(default)]
+    pub train_images: u64,
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

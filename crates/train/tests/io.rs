@@ -8,6 +8,7 @@ fn metrics(epoch: u64) -> EpochMetrics {
         epoch,
         train_loss: Some(0.5),
         train_acc: Some(80.0),
+        train_images: 5000,
         test_loss: Some(0.6),
         test_acc: Some(75.25),
         val_loss: None,

@@ -1,0 +1,68 @@
+//! Every config shipped in configs/ parses, validates and plans; the paper configs carry the
+//! paper's hyper-parameters (METHOD.md §9).
+
+use std::path::PathBuf;
+
+use pyramid::config::{StageKind, TeacherConfig};
+use pyramid::{ExperimentConfig, Plan};
+use pyramid_models::{ModelId, Scheme};
+use pyramid_train::optim::OptimizerConfig;
+
+fn configs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+fn lr(cfg: &ExperimentConfig, id: ModelId, which: StageKind) -> f64 {
+    match &cfg.stage_for(id, which).optimizer {
+        OptimizerConfig::Adam(a) => {
+            assert_eq!(a.weight_decay, 5e-4);
+            a.lr
+        }
+        other => panic!("{id} {which:?}: expected Adam, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = ExperimentConfig::from_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let plan = Plan::new(&cfg);
+        assert!(!plan.chains.is_empty(), "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} configs found");
+}
+
+#[test]
+fn paper_configs_carry_the_paper_hyper_parameters() {
+    for name in ["stl10.toml", "cifar100.toml"] {
+        let cfg = ExperimentConfig::from_file(&configs_dir().join(name)).unwrap();
+        let o = cfg.model.options(cfg.data.dataset.num_classes());
+        assert_eq!((o.input_size, o.width_div, o.batch_norm), (96, 1, false));
+        assert_eq!(cfg.data.batch_size, 128);
+        assert_eq!(
+            cfg.data.stage1_unlabeled, 0,
+            "{name}: the paper used no unlabeled data"
+        );
+        assert!(matches!(cfg.teacher, TeacherConfig::Torchvision { .. }));
+        for level in 1..=5 {
+            for scheme in [Scheme::Forward, Scheme::Backward] {
+                let id = ModelId::new(level, scheme).unwrap();
+                let s1 = if name == "stl10.toml" && id.name() == "SVGG17B" {
+                    1e-3 // §9.2
+                } else {
+                    1e-4
+                };
+                assert_eq!(lr(&cfg, id, StageKind::Stage1), s1, "{name} {id}");
+                assert_eq!(lr(&cfg, id, StageKind::Stage2), s1, "{name} {id}");
+                assert_eq!(lr(&cfg, id, StageKind::Scratch), 1e-4, "{name} {id}");
+            }
+        }
+    }
+}
