@@ -14,7 +14,8 @@ use crate::plan::Role;
 use crate::spec::{ModelSpec, ParamSpec};
 use crate::Error;
 
-/// Train mode draws dropout masks from the caller's RNG; eval mode is deterministic.
+/// Train mode draws dropout masks from the caller's RNG and records the graph for backward;
+/// eval mode is deterministic and records no graph (no gradient flows from an eval pass).
 pub enum Mode<'a> {
     Eval,
     Train(&'a mut Rng),
@@ -360,6 +361,17 @@ impl Model {
         self.get(&name).ok_or(Error::UnknownParam(name))
     }
 
+    /// A parameter for this pass. In eval mode it is detached, so candle records no graph:
+    /// each activation is freed as soon as the next layer has consumed it (lower peak memory,
+    /// and no gradient can flow from an eval pass).
+    fn param_for(&self, name: String, mode: &Mode) -> Result<Tensor, Error> {
+        let t = self.p(name)?;
+        Ok(match mode {
+            Mode::Eval => t.detach(),
+            Mode::Train(_) => t.clone(),
+        })
+    }
+
     fn layer_forward(
         &self,
         block: BlockKind,
@@ -370,8 +382,8 @@ impl Model {
         let b = block.name();
         Ok(match layer {
             LayerSpec::Conv { name, .. } => {
-                let w = self.p(format!("{b}.{name}.weight"))?;
-                let bias = self.p(format!("{b}.{name}.bias"))?;
+                let w = &self.param_for(format!("{b}.{name}.weight"), mode)?;
+                let bias = &self.param_for(format!("{b}.{name}.bias"), mode)?;
                 if self.options().batch_norm {
                     let y = pyramid_ops::conv2d(x, w, Some(bias), 1, 1, self.backend)?;
                     self.batch_norm(&format!("{b}.{name}.bn"), &y, mode.is_train())?
@@ -387,9 +399,9 @@ impl Model {
                 Mode::Train(rng) => dropout(x, *p, rng)?,
             },
             LayerSpec::Linear { name, relu, .. } => {
-                let w = self.p(format!("{b}.{name}.weight"))?;
-                let bias = self.p(format!("{b}.{name}.bias"))?;
-                let y = x.matmul(&w.t()?)?.broadcast_add(bias)?;
+                let w = self.param_for(format!("{b}.{name}.weight"), mode)?;
+                let bias = self.param_for(format!("{b}.{name}.bias"), mode)?;
+                let y = x.matmul(&w.t()?)?.broadcast_add(&bias)?;
                 if *relu {
                     y.relu()?
                 } else {
@@ -420,6 +432,7 @@ impl Model {
             return Ok(y);
         }
         // Eval: a per-channel affine map x·a + b with a = γ/√(σ²+eps), b = β − μ·a.
+        let (gamma, beta) = (gamma.detach(), beta.detach());
         let a = (gamma / (rv.as_tensor() + BN_EPS)?.sqrt()?)?;
         let b = (beta - (rm.as_tensor() * &a)?)?;
         let x3 = x.reshape((n, c, h * w))?;

@@ -292,3 +292,33 @@ fn snapshot_restore_and_vars_are_shared() {
         values(&snap[0].1)
     );
 }
+
+/// Eval passes record no graph (their activations are freed as they go): no parameter gets a
+/// gradient from one, while the same pass in train mode reaches every parameter.
+#[test]
+fn eval_forward_records_no_graph() {
+    let o = ModelOptions {
+        input_size: 32,
+        width_div: 8,
+        batch_norm: true,
+        ..ModelOptions::default()
+    };
+    let m = Model::new(ModelConfig::new(ModelId::VGG19, o.clone()), 3, &Device::Cpu).unwrap();
+    let x = input(2, &o, 5);
+    let grads = m
+        .forward(&x, Mode::Eval)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in m.params() {
+        assert!(
+            grads.get(var).is_none(),
+            "{name} got a gradient in eval mode"
+        );
+    }
+    assert!(backward_all(&m, &x) > 0);
+}

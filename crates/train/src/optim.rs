@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 use crate::fsio::write_atomic;
 
+mod fused;
+
 /// A named set of parameters sharing a learning rate and a weight decay.
 #[derive(Debug, Clone)]
 pub struct ParamGroup {
@@ -160,7 +162,18 @@ pub trait UpdateRule: Send {
         weight_decay: f64,
         buffers: &mut [Option<Tensor>],
     ) -> candle_core::Result<Tensor>;
+
+    /// The same update as an in-place f32 kernel over `(θ, g, buffer 0, buffer 1)` chunks,
+    /// for two-buffer rules (Adam, AdamW): the CPU fast path, one pass over memory instead of a
+    /// dozen tensor ops each allocating a parameter-sized buffer. It must give bit-identical
+    /// results to `update` (fresh buffers are passed as zeros). `None`: use `update`.
+    fn fused(&self, _step: u64, _lr: f64, _weight_decay: f64) -> Option<FusedKernel> {
+        None
+    }
 }
+
+/// See [`UpdateRule::fused`].
+pub type FusedKernel = Box<dyn Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync>;
 
 #[derive(Debug)]
 struct Slot {
@@ -261,6 +274,12 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
                 let theta = s.var.as_detached_tensor();
                 let grad = grad.detach();
                 s.step += 1;
+                if let Some(kernel) = self.rule.fused(s.step, g.lr, g.weight_decay) {
+                    if fused::applies(&theta, &grad) {
+                        fused::step(&kernel, &theta, &grad, &mut s.buffers)?;
+                        continue;
+                    }
+                }
                 let new = self.rule.update(
                     &theta,
                     &grad,
@@ -300,8 +319,9 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
             }
             for (buf, t) in R::BUFFERS.iter().zip(&s.buffers) {
                 if let Some(t) = t {
-                    // Buffers are replaced, never mutated in place, so sharing is safe.
-                    tensors.insert(format!("{}/{}", s.name, buf), t.clone());
+                    // A copy: the fused path updates buffers in place.
+                    let t = t.copy().expect("copying an optimiser buffer");
+                    tensors.insert(format!("{}/{}", s.name, buf), t);
                 }
             }
         }
@@ -365,7 +385,12 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
                                 ));
                             }
                             used.insert(key);
-                            let t = t.to_device(s.var.device())?.to_dtype(s.var.dtype())?;
+                            // A copy, never shared with `state`: buffers may be updated
+                            // in place.
+                            let t = t
+                                .to_device(s.var.device())?
+                                .to_dtype(s.var.dtype())?
+                                .copy()?;
                             bufs.push(Some(t));
                         }
                         None => bufs.push(None),
@@ -458,6 +483,24 @@ impl UpdateRule for AdamParams {
         buffers[1] = Some(v);
         Ok(new)
     }
+
+    fn fused(&self, step: u64, lr: f64, weight_decay: f64) -> Option<FusedKernel> {
+        // The constants exactly as candle's `affine` sees them in `update` (f64 → f32).
+        let t = step as f64;
+        let step_size =
+            (lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))) as f32;
+        let (b1, c1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);
+        let (b2, c2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
+        let (wd, eps, decay) = (weight_decay as f32, self.eps as f32, weight_decay != 0.0);
+        Some(Box::new(move |theta, grad, m, v| {
+            for (((th, &g), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
+                let g = if decay { g + *th * wd } else { g };
+                *m = *m * b1 + g * c1;
+                *v = *v * b2 + g * g * c2;
+                *th -= *m / (v.sqrt() + eps) * step_size;
+            }
+        }))
+    }
 }
 
 /// AdamW (Loshchilov & Hutter), PyTorch `torch.optim.AdamW` formula:
@@ -508,6 +551,27 @@ impl UpdateRule for AdamWParams {
         buffers[0] = Some(m);
         buffers[1] = Some(v);
         Ok(new)
+    }
+
+    fn fused(&self, step: u64, lr: f64, weight_decay: f64) -> Option<FusedKernel> {
+        // The constants exactly as candle's `affine` sees them in `update` (f64 → f32;
+        // `x / s` is `x · (1/s)`).
+        let t = step as f64;
+        let bc1 = 1.0 - self.beta1.powf(t);
+        let inv_bc2_sqrt = (1.0 / (1.0 - self.beta2.powf(t)).sqrt()) as f32;
+        let step_size = (lr / bc1) as f32;
+        let shrink = (1.0 - lr * weight_decay) as f32;
+        let (b1, c1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);
+        let (b2, c2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
+        let (eps, decay) = (self.eps as f32, weight_decay != 0.0);
+        Some(Box::new(move |theta, grad, m, v| {
+            for (((th, &g), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
+                let th0 = if decay { *th * shrink } else { *th };
+                *m = *m * b1 + g * c1;
+                *v = *v * b2 + g * g * c2;
+                *th = th0 - *m / (v.sqrt() * inv_bc2_sqrt + eps) * step_size;
+            }
+        }))
     }
 }
 
