@@ -6,7 +6,8 @@
 //! (gradients for the input, the weight and the bias).
 //!
 //! * [`Backend::Fast`]: the custom ops for f32 tensors on the CPU; any other device or dtype
-//!   falls back to candle's own ops (see [`max_pool2x2`] for the one exception).
+//!   falls back to candle's own ops (see [`max_pool2x2`] for the one exception). With the
+//!   `cudnn` feature, the conv ops also run on CUDA f32 tensors, through cuDNN (module `cudnn`).
 //! * [`Backend::Candle`]: candle's `conv2d`, `max_pool2d` and `relu`, for comparison. (For a
 //!   strided conv whose two spatial remainders `(size + 2p - k) % stride` differ, the input is
 //!   padded explicitly first, because candle 0.11.1's conv2d backward gets the input-gradient
@@ -23,6 +24,8 @@
 
 mod batch_norm;
 mod conv;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 mod pool;
 
 use candle_core::{
@@ -36,7 +39,8 @@ pub use conv::set_tiling;
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
-    /// im2col + gemm custom ops on the CPU for f32 (falls back to candle elsewhere).
+    /// im2col + gemm custom ops on the CPU for f32 (and cuDNN convs on CUDA with the `cudnn`
+    /// feature); falls back to candle elsewhere.
     #[default]
     Fast,
     /// candle's built-in ops.
@@ -110,7 +114,7 @@ fn conv_impl(
     backend: Backend,
 ) -> Result<Tensor> {
     let fast = backend == Backend::Fast
-        && x.device().is_cpu()
+        && (x.device().is_cpu() || cfg!(feature = "cudnn") && x.device().is_cuda())
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && b.is_none_or(|b| b.dtype() == DType::F32);
@@ -241,6 +245,10 @@ impl Conv {
         let need_x = x.track_op();
         let need_w = w.track_op();
         let need_b = b.is_some_and(|b| b.track_op());
+        #[cfg(feature = "cudnn")]
+        if x.device().is_cuda() {
+            return cudnn::conv_bwd(&g, self.relu, x, w, res, grad, need_x, need_w, need_b);
+        }
         let grads = with_f32(x, |xd| {
             with_f32(w, |wd| {
                 with_f32(grad, |gd| {
@@ -293,6 +301,17 @@ impl CustomOp2 for Conv {
     ) -> Result<(CpuStorage, Shape)> {
         self.fwd(s1, l1, s2, l2, None)
     }
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.geom(l1, l2, None)?;
+        cudnn::conv_fwd(&g, (s1, l1), (s2, l2), None, self.relu)
+    }
     fn bwd(
         &self,
         x: &Tensor,
@@ -319,6 +338,19 @@ impl CustomOp3 for Conv {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.fwd(s1, l1, s2, l2, Some((s3, l3)))
+    }
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.geom(l1, l2, Some(l3))?;
+        cudnn::conv_fwd(&g, (s1, l1), (s2, l2), Some((s3, l3)), self.relu)
     }
     fn bwd(
         &self,
