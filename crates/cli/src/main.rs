@@ -7,6 +7,11 @@ mod run;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// Training allocates the same large activation and gradient buffers every step; recycling
+/// them saves the page faults of fresh mappings (see crates/alloc).
+#[global_allocator]
+static ALLOC: pyramid_alloc::Recycling = pyramid_alloc::Recycling::new();
+
 #[derive(Parser)]
 #[command(
     name = "pyramid",

@@ -191,11 +191,7 @@ pub fn show_grid(dataset: &Dataset, n: usize, out_png: &Path) -> Result<()> {
 pub fn show_grid_indices(dataset: &Dataset, indices: &[usize], out_png: &Path) -> Result<()> {
     let (w, h, rgb) = render_grid(dataset, indices)?;
     let png = encode_png_rgb(w, h, &rgb);
-    let tmp = out_png.with_extension("png.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&png).map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, out_png).map_err(|e| Error::io(out_png, e))
+    pyramid_fsio::write_atomic(out_png, &png).map_err(|e| Error::io(&e.path, e.source))
 }
 
 /// Renders the grid to RGB pixels: returns (width, height, bytes).

@@ -27,30 +27,11 @@ fn file_err(path: &Path, message: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-/// A crash leaves either the old file or the new one, never a partial file.
+/// Writes `bytes` to `path` atomically (see `pyramid_fsio::write_atomic`): a crash leaves
+/// either the old file or the new one, never a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(|e| file_err(d, e))?;
-    }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| file_err(path, "not a file path"))?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(file_err(path, e));
-    }
-    Ok(())
+    pyramid_fsio::write_atomic(path, bytes)
+        .map_err(|e| file_err(&e.path, format!("{}: {}", e.op, e.source)))
 }
 
 impl Model {

@@ -42,10 +42,12 @@ fn write_atomic_replaces_and_leaves_no_temp_files() {
 #[test]
 fn errors_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("missing-dir").join("x.json");
+    // The parent "folder" is a file, so it cannot be created.
+    std::fs::write(dir.path().join("blocker"), b"").unwrap();
+    let p = dir.path().join("blocker").join("x.json");
     let e = write_atomic(&p, b"x").unwrap_err();
     assert!(matches!(e, TrainError::Io { .. }));
-    assert!(e.to_string().contains("missing-dir"), "{e}");
+    assert!(e.to_string().contains("blocker"), "{e}");
     let e = read_json::<EpochMetrics>(&p).unwrap_err();
     assert!(e.to_string().contains("x.json"), "{e}");
 }
