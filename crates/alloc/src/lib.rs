@@ -14,8 +14,9 @@
 //! static ALLOC: pyramid_alloc::Recycling = pyramid_alloc::Recycling::new();
 //! ```
 //!
-//! The cache is bounded ([`Recycling::set_limit`], default 2 GiB), so at worst a process holds
-//! that much more than it uses; a block that does not fit is returned to the system at once.
+//! The cache is bounded ([`Recycling::set_limit`], default 2 GiB; `PYRAMID_RECYCLE_MIB` through
+//! [`Recycling::configure_from_env`]), so at worst a process holds that much more than it uses;
+//! a block that does not fit is returned to the system at once.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ pub const MIN_RECYCLED: usize = 1 << 20;
 const GRANULE: usize = 64 << 10;
 const SLOTS: usize = 256;
 const DEFAULT_LIMIT: usize = 2 << 30;
+/// Environment variable read by [`Recycling::configure_from_env`].
+pub const ENV: &str = "PYRAMID_RECYCLE_MIB";
 
 /// One cached block: its rounded size, alignment and address (`0` = empty slot).
 #[derive(Clone, Copy)]
@@ -103,6 +106,18 @@ impl Recycling {
         for s in freed.iter().filter(|s| s.addr != 0) {
             unsafe { System.dealloc(s.addr as *mut u8, layout(s.size, s.align)) };
         }
+    }
+
+    /// Applies `PYRAMID_RECYCLE_MIB` (the cache cap in MiB; 0 turns recycling off) if set.
+    /// Returns the cap in bytes now in force.
+    pub fn configure_from_env(&self) -> usize {
+        if let Some(mib) = std::env::var(ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            self.set_limit(mib << 20);
+        }
+        self.limit.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> Stats {

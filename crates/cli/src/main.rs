@@ -43,6 +43,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    ALLOC.configure_from_env();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
