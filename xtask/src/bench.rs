@@ -1,4 +1,6 @@
 //! `cargo xtask bench [ARGS]`: builds and runs `pyramid-bench` (crates/bench) in release mode.
+//! `cargo xtask bench data [ARGS]` is its input-pipeline bench (`pyramid-bench data`, ours vs
+//! torchvision's DataLoader); the arguments pass through unchanged.
 //!
 //! `--device cuda` builds it with `--features cuda` (candle's CUDA backend; the toolchain
 //! environment of scripts/cuda-build.sh / ../shared/docs/CUDA-BUILD.md must be set) into a

@@ -13,6 +13,10 @@
 //! run in PyTorch (scripts/bench_torch.py, also one process per case) and the ratio ours/torch
 //! is printed. Timings are best-of-N (after one warm-up step); GFLOP/s counts 2×MACs per image
 //! for inference and 6×MACs for a training step (backward ≈ 2× forward).
+//!
+//! `pyramid-bench data ...` (`cargo xtask bench data`) is the input-pipeline bench: see data.rs.
+
+mod data;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -468,6 +472,10 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 }
 
 fn main() -> Result<()> {
+    // `pyramid-bench data ...`: the input-pipeline bench (data.rs).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "data") {
+        return data::main(std::env::args_os().skip(2));
+    }
     let a = Args::parse();
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -141,9 +141,10 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Worker threads used to assemble one batch (a private rayon pool, so the trainer's global
     /// pool is not oversubscribed); 1 = sequential on the prefetch thread; 0 = auto (1 on
-    /// machines with ≤ 4 cores, else 2). Measured (`examples/loader_bench.rs`, 2 cores): a
-    /// CIFAR batch of 128 resized to 96×96, flipped and normalised takes 15–30 ms, a small
-    /// fraction of a CPU training step; a second thread gains little there and competes with
+    /// machines with ≤ 4 cores, else 2). Measured (`cargo xtask bench data`, 2 cores,
+    /// docs/benchmarks.md): a batch of 128 costs ≈ 2–3 ms of CPU for STL10 (flip, normalise)
+    /// and ≈ 20–30 ms for CIFAR (resize 32→96, flip, normalise), a small fraction of a CPU
+    /// training step; a second thread gains nothing measurable there and competes with
     /// candle's own pool.
     pub threads: usize,
 }
@@ -160,6 +161,18 @@ impl LoaderConfig {
             seed: 0,
             prefetch: 2,
             threads: 0,
+        }
+    }
+
+    /// The number of batch-assembly threads `threads` stands for on this machine (0 = auto:
+    /// 1 with ≤ 4 logical CPUs, else 2).
+    pub fn effective_threads(&self) -> usize {
+        match self.threads {
+            0 => match std::thread::available_parallelism().map(|n| n.get()) {
+                Ok(n) if n > 4 => 2,
+                _ => 1,
+            },
+            t => t,
         }
     }
 
@@ -254,13 +267,7 @@ impl Loader {
             }
         };
         let affine = cfg.normalize.affine(out_c)?;
-        let threads = match cfg.threads {
-            0 => match std::thread::available_parallelism().map(|n| n.get()) {
-                Ok(n) if n > 4 => 2,
-                _ => 1,
-            },
-            t => t,
-        };
+        let threads = cfg.effective_threads();
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -457,23 +464,14 @@ impl Inner {
             let sp = &img[sc * plane..(sc + 1) * plane];
             let (scale, offset) = self.affine[c];
             let op = &mut out[c * plane..(c + 1) * plane];
-            for y in 0..oh {
+            for (y, orow) in op.chunks_exact_mut(ow).enumerate() {
                 let sy = y as isize + dy;
-                let orow = &mut op[y * ow..(y + 1) * ow];
                 if sy < 0 || sy >= oh as isize {
                     orow.fill(offset); // zero padding
                     continue;
                 }
                 let srow = &sp[sy as usize * ow..(sy as usize + 1) * ow];
-                for (x, o) in orow.iter_mut().enumerate() {
-                    let xc = if flip { ow - 1 - x } else { x };
-                    let sx = xc as isize + dx;
-                    *o = if sx < 0 || sx >= ow as isize {
-                        offset
-                    } else {
-                        f32::from(srow[sx as usize]) * scale + offset
-                    };
-                }
+                normalize_row(srow, orow, flip, dx, scale, offset);
             }
         }
     }
@@ -506,6 +504,42 @@ impl Inner {
             indices: idx.to_vec(),
             index: b,
         })
+    }
+}
+
+/// Writes one output row: output pixel `x` is source pixel `sx = (flip ? w−1−x : x) + dx`,
+/// normalised as `byte·scale + offset`, or `offset` (a zero byte) where `sx` falls outside the
+/// row. The valid range is computed once, so the inner loops are branch-free and vectorise;
+/// the arithmetic per pixel is the same expression as a per-pixel loop, so results are
+/// bit-identical.
+fn normalize_row(src: &[u8], out: &mut [f32], flip: bool, dx: isize, scale: f32, offset: f32) {
+    let w = out.len() as isize;
+    debug_assert_eq!(src.len(), out.len());
+    let (lo, hi) = if flip {
+        (dx.max(0), (w + dx).min(w))
+    } else {
+        ((-dx).max(0), (w - dx).min(w))
+    };
+    if lo >= hi {
+        out.fill(offset);
+        return;
+    }
+    let (lo, hi) = (lo as usize, hi as usize);
+    out[..lo].fill(offset);
+    out[hi..].fill(offset);
+    let o = &mut out[lo..hi];
+    let len = o.len();
+    if flip {
+        // x = lo reads sx = w−1−lo+dx, x = hi−1 reads w−hi+dx.
+        let s0 = (w - hi as isize + dx) as usize;
+        for (o, &p) in o.iter_mut().zip(src[s0..s0 + len].iter().rev()) {
+            *o = f32::from(p) * scale + offset;
+        }
+    } else {
+        let s0 = (lo as isize + dx) as usize;
+        for (o, &p) in o.iter_mut().zip(&src[s0..s0 + len]) {
+            *o = f32::from(p) * scale + offset;
+        }
     }
 }
 
@@ -568,6 +602,43 @@ impl Drop for BatchIter {
         drop(self.rx.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_row;
+
+    /// The per-pixel definition `normalize_row` replaces.
+    fn reference(src: &[u8], flip: bool, dx: isize, scale: f32, offset: f32) -> Vec<f32> {
+        let w = src.len();
+        (0..w)
+            .map(|x| {
+                let sx = if flip { w - 1 - x } else { x } as isize + dx;
+                if sx < 0 || sx >= w as isize {
+                    offset
+                } else {
+                    f32::from(src[sx as usize]) * scale + offset
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn normalize_row_matches_the_per_pixel_definition() {
+        let (scale, offset) = (1.0 / (255.0 * 0.2023), -0.4914 / 0.2023);
+        for w in [1usize, 2, 5, 17, 96] {
+            let src: Vec<u8> = (0..w).map(|x| (x * 37 % 256) as u8).collect();
+            for flip in [false, true] {
+                for dx in -(w as isize) - 2..=w as isize + 2 {
+                    let mut out = vec![f32::NAN; w];
+                    normalize_row(&src, &mut out, flip, dx, scale, offset);
+                    let want = reference(&src, flip, dx, scale, offset);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&out), bits(&want), "w {w} flip {flip} dx {dx}");
+                }
+            }
         }
     }
 }
