@@ -153,7 +153,7 @@ fn only_stage1_of_a_pyramid_level_sees_the_unlabeled_images() {
     assert_eq!(trained(1), vec![(TRAIN + CHOSEN) as u64]);
     assert!(!trained(2).is_empty());
     assert!(trained(2).iter().all(|&n| n == TRAIN as u64));
-    let teacher: Vec<EpochMetrics> = read_jsonl(&out.join("teacher/metrics.jsonl")).unwrap();
+    let teacher: Vec<EpochMetrics> = read_jsonl(out.join("teacher/metrics.jsonl")).unwrap();
     assert!(teacher
         .iter()
         .filter(|r| r.epoch > 0)
