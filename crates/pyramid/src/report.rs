@@ -32,7 +32,7 @@ pub fn markdown(r: &Results) -> String {
     let mut s = format!("# {} — {}\n\n", r.name, r.dataset);
     if let Some(o) = &r.model_options {
         s.push_str(&format!(
-            "Models at {}×{} input, {} channel(s), width ÷{}{}; {} train / {} test images; seed {}; device {}; wall time {:.0} s.\n\n",
+            "Models at {}×{} input, {} channel(s), width ÷{}{}; {} train / {} test images; seed {}; device {}; wall time {:.0} s (this invocation; the teacher and all levels took {:.0} s in all, over every resumed invocation).\n\n",
             o.input_size,
             o.input_size,
             o.in_channels,
@@ -42,7 +42,12 @@ pub fn markdown(r: &Results) -> String {
             r.test_images,
             r.seed,
             r.device,
-            r.wall_seconds
+            r.wall_seconds,
+            r.teacher
+                .iter()
+                .chain(&r.levels)
+                .map(|l| l.wall_seconds)
+                .sum::<f64>()
         ));
         if r.stage1_unlabeled_images > 0 {
             s.push_str(&format!(
