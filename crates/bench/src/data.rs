@@ -506,7 +506,7 @@ fn busy_consumer(a: &Args, loader: &Loader, first_epoch: u64) -> Result<Busy> {
 }
 
 /// Runs `cmd` and parses the last stdout line that is a `T` in JSON. Stderr passes through.
-fn run_json<T: DeserializeOwned>(mut cmd: Command, what: &str) -> Result<T> {
+pub(crate) fn run_json<T: DeserializeOwned>(mut cmd: Command, what: &str) -> Result<T> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     let mut out = String::new();

@@ -18,9 +18,8 @@
 
 mod data;
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -379,37 +378,6 @@ fn run_single(case: &Case, iters: usize, dev_name: &str, threads: usize) -> Resu
 
 // ----------------------------------------------------------------------------------- parent
 
-/// Runs `cmd`, returning the last stdout line that parses as `Raw`. Stderr passes through.
-fn run_child(mut cmd: Command, what: &str) -> Result<Raw> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut out)?;
-    let st = child.wait()?;
-    let parsed = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Raw>(l.trim()).ok());
-    match (st.success(), parsed) {
-        (true, Some(r)) => Ok(r),
-        (ok, _) => {
-            let tail: String = out.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-            bail!(
-                "{what} {} (stdout tail: {tail})",
-                if ok {
-                    "printed no result".to_string()
-                } else {
-                    format!("failed with {st}")
-                }
-            )
-        }
-    }
-}
-
 fn default_torch_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_torch.py")
 }
@@ -566,7 +534,7 @@ fn main() -> Result<()> {
             .args(["--threads", &threads.to_string()])
             .args(["--device", &a.device]);
         let t = Instant::now();
-        let r = run_child(cmd, &case.to_arg())
+        let r = data::run_json::<Raw>(cmd, &case.to_arg())
             .and_then(|raw| summarise(case.clone(), raw, macs_per_image(&case.model, case.size)?));
         match r {
             Ok(r) => {
