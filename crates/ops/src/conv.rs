@@ -268,6 +268,10 @@ fn im2col(
                     let r = (ci * k + kh) * k + kw;
                     let drow = &mut col[r * ld + j * seg..r * ld + (j + 1) * seg];
                     let (lo, hi) = s1_valid(g, kw);
+                    if s == 1 && wo == g.w && wo <= SHORT_ROW {
+                        im2col_same_short(g, xc, kh, kw, (lo, hi), oh0, drow);
+                        continue;
+                    }
                     for (t, oh) in (oh0..oh1).enumerate() {
                         let d = &mut drow[t * wo..(t + 1) * wo];
                         let ih = (oh * s + kh) as isize - p as isize;
@@ -293,6 +297,57 @@ fn im2col(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows at most this wide take [`im2col_same_short`]: at 32×32 input most layers have rows of
+/// 2–16 pixels, where a `fill` + `copy_from_slice` per row (library calls for a few floats)
+/// cost more than the data they move.
+const SHORT_ROW: usize = 32;
+
+/// im2col rows of one `(channel, kh, kw)` for a stride-1 "same" convolution (`wo == w`), output
+/// rows `oh0..`: the valid rows are the input plane shifted by a constant flat offset, so they
+/// are one copy; then the rows above/below the image and the (at most `p` per side) columns that
+/// wrapped around a row edge are zeroed.
+fn im2col_same_short(
+    g: &Geom,
+    xc: &[f32],
+    kh: usize,
+    kw: usize,
+    (lo, hi): (usize, usize),
+    oh0: usize,
+    drow: &mut [f32],
+) {
+    let (w, p) = (g.w, g.p as isize);
+    let rows = drow.len() / w;
+    // Output row t reads input row oh0 + t + kh − p.
+    let first = oh0 as isize + kh as isize - p;
+    let t_lo = (-first).clamp(0, rows as isize) as usize;
+    let t_hi = (g.h as isize - first).clamp(t_lo as isize, rows as isize) as usize;
+    drow[..t_lo * w].fill(0.0);
+    drow[t_hi * w..].fill(0.0);
+    if t_lo == t_hi {
+        return;
+    }
+    // drow[i] = xc[i + base] on the valid rows, clipped to the plane; what the clipping leaves
+    // out is only ever a wrapped column, zeroed below.
+    let base = first * w as isize + kw as isize - p;
+    let start = ((t_lo * w) as isize).max(-base) as usize;
+    let end = ((t_hi * w) as isize).min(xc.len() as isize - base) as usize;
+    if start < end {
+        let (a, b) = (
+            (start as isize + base) as usize,
+            (end as isize + base) as usize,
+        );
+        drow[start..end].copy_from_slice(&xc[a..b]);
+    }
+    for d in drow[t_lo * w..t_hi * w].chunks_exact_mut(w) {
+        for v in &mut d[..lo] {
+            *v = 0.0;
+        }
+        for v in &mut d[hi..] {
+            *v = 0.0;
         }
     }
 }
