@@ -20,6 +20,7 @@ tasks:
   pyramid CONFIG... [--features cuda|cudnn] [--device cuda] [-- ARGS]
                            run experiment configs in sequence with the release `pyramid` binary
   bench [ARGS]             training / inference throughput of VGG19 and SVGG5 (see `cargo xtask bench --help`)
+  bench data [ARGS]        input-pipeline throughput vs torchvision's DataLoader (`cargo xtask bench data --help`)
   data fetch stl10|cifar100|cifar10 [--dir D]
                            download an official archive, verify its checksum, extract atomically
   data verify|show ...     forwarded to `pyramid data ...`
