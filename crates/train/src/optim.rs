@@ -107,7 +107,8 @@ pub trait Optimizer: Send {
     fn group_name(&self, group: usize) -> &str;
     fn lr(&self, group: usize) -> f64;
     fn set_lr(&mut self, group: usize, lr: f64);
-    fn state(&self) -> OptimizerState;
+    /// A snapshot: buffers are copied, because the fused path updates them in place.
+    fn state(&self) -> Result<OptimizerState>;
     /// Restores `state`; groups are matched by name, parameters by name. Parameters absent from
     /// the state start fresh (they had never been stepped).
     fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
@@ -138,7 +139,7 @@ pub trait Optimizer: Send {
         }
     }
     fn save(&self, path: &Path) -> Result<()> {
-        self.state().save(path)
+        self.state()?.save(path)
     }
     fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
         let state = OptimizerState::load(path, device)?;
@@ -274,8 +275,8 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
                 let theta = s.var.as_detached_tensor();
                 let grad = grad.detach();
                 s.step += 1;
-                if let Some(kernel) = self.rule.fused(s.step, g.lr, g.weight_decay) {
-                    if fused::applies(&theta, &grad) {
+                if fused::applies(&theta, &grad) {
+                    if let Some(kernel) = self.rule.fused(s.step, g.lr, g.weight_decay) {
                         fused::step(&kernel, &theta, &grad, &mut s.buffers)?;
                         continue;
                     }
@@ -310,7 +311,7 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
         self.groups[group].lr = lr;
     }
 
-    fn state(&self) -> OptimizerState {
+    fn state(&self) -> Result<OptimizerState> {
         let mut steps = BTreeMap::new();
         let mut tensors = BTreeMap::new();
         for s in self.groups.iter().flat_map(|g| &g.slots) {
@@ -319,13 +320,11 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
             }
             for (buf, t) in R::BUFFERS.iter().zip(&s.buffers) {
                 if let Some(t) = t {
-                    // A copy: the fused path updates buffers in place.
-                    let t = t.copy().expect("copying an optimiser buffer");
-                    tensors.insert(format!("{}/{}", s.name, buf), t);
+                    tensors.insert(format!("{}/{}", s.name, buf), t.copy()?);
                 }
             }
         }
-        OptimizerState {
+        Ok(OptimizerState {
             meta: OptimizerMeta {
                 kind: R::KIND.to_string(),
                 groups: self
@@ -340,7 +339,7 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
                 steps,
             },
             tensors,
-        }
+        })
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
@@ -444,6 +443,13 @@ impl Default for AdamParams {
     }
 }
 
+/// Adam's bias corrections `(1 − β1^t, 1 − β2^t)` at step `t`, shared by the tensor and the
+/// fused paths of Adam and AdamW so both see the same f64 values.
+fn bias_corrections(beta1: f64, beta2: f64, step: u64) -> (f64, f64) {
+    let t = step as f64;
+    (1.0 - beta1.powf(t), 1.0 - beta2.powf(t))
+}
+
 fn ema(prev: &Option<Tensor>, x: &Tensor, beta: f64) -> candle_core::Result<Tensor> {
     // Fresh buffers are zeros, and 0·β + (1−β)x = (1−β)x exactly.
     let fresh = x.affine(1.0 - beta, 0.0)?;
@@ -474,9 +480,7 @@ impl UpdateRule for AdamParams {
         let m = ema(&buffers[0], &g, self.beta1)?;
         let v = ema(&buffers[1], &g.sqr()?, self.beta2)?;
         let denom = v.sqrt()?.affine(1.0, self.eps)?;
-        let t = step as f64;
-        let bc1 = 1.0 - self.beta1.powf(t);
-        let bc2 = 1.0 - self.beta2.powf(t);
+        let (bc1, bc2) = bias_corrections(self.beta1, self.beta2, step);
         let step_size = lr * bc2.sqrt() / bc1;
         let new = (theta - (m.div(&denom)? * step_size)?)?;
         buffers[0] = Some(m);
@@ -486,9 +490,8 @@ impl UpdateRule for AdamParams {
 
     fn fused(&self, step: u64, lr: f64, weight_decay: f64) -> Option<FusedKernel> {
         // The constants exactly as candle's `affine` sees them in `update` (f64 → f32).
-        let t = step as f64;
-        let step_size =
-            (lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))) as f32;
+        let (bc1, bc2) = bias_corrections(self.beta1, self.beta2, step);
+        let step_size = (lr * bc2.sqrt() / bc1) as f32;
         let (b1, c1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);
         let (b2, c2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
         let (wd, eps, decay) = (weight_decay as f32, self.eps as f32, weight_decay != 0.0);
@@ -543,9 +546,7 @@ impl UpdateRule for AdamWParams {
         };
         let m = ema(&buffers[0], grad, self.beta1)?;
         let v = ema(&buffers[1], &grad.sqr()?, self.beta2)?;
-        let t = step as f64;
-        let bc1 = 1.0 - self.beta1.powf(t);
-        let bc2 = 1.0 - self.beta2.powf(t);
+        let (bc1, bc2) = bias_corrections(self.beta1, self.beta2, step);
         let denom = (v.sqrt()? / bc2.sqrt())?.affine(1.0, self.eps)?;
         let new = (&theta - (m.div(&denom)? * (lr / bc1))?)?;
         buffers[0] = Some(m);
@@ -556,9 +557,8 @@ impl UpdateRule for AdamWParams {
     fn fused(&self, step: u64, lr: f64, weight_decay: f64) -> Option<FusedKernel> {
         // The constants exactly as candle's `affine` sees them in `update` (f64 → f32;
         // `x / s` is `x · (1/s)`).
-        let t = step as f64;
-        let bc1 = 1.0 - self.beta1.powf(t);
-        let inv_bc2_sqrt = (1.0 / (1.0 - self.beta2.powf(t)).sqrt()) as f32;
+        let (bc1, bc2) = bias_corrections(self.beta1, self.beta2, step);
+        let inv_bc2_sqrt = (1.0 / bc2.sqrt()) as f32;
         let step_size = (lr / bc1) as f32;
         let shrink = (1.0 - lr * weight_decay) as f32;
         let (b1, c1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);

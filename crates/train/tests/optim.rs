@@ -161,7 +161,7 @@ fn params_without_gradient_are_untouched_bit_for_bit() {
     assert_eq!(before, after);
     assert_eq!(opt.param_step("idle"), 0);
     assert_eq!(opt.param_step("used"), 5);
-    let st = opt.state();
+    let st = opt.state().unwrap();
     assert!(!st.meta.steps.contains_key("idle"));
     assert!(!st.tensors.keys().any(|k| k.starts_with("idle/")));
 }
@@ -270,7 +270,7 @@ fn sgd_plain_matches_pytorch() {
     )
     .unwrap();
     run(&mut opt, &p, &expected, 1e-12);
-    assert!(opt.state().tensors.is_empty());
+    assert!(opt.state().unwrap().tensors.is_empty());
 }
 
 #[test]
@@ -447,12 +447,12 @@ fn fused_cpu_path_is_bit_identical_to_the_tensor_formula() {
                     "adamw={adamw} wd={wd} step {step}: fused and tensor paths differ"
                 );
                 if k == 1 {
-                    mid_state = Some(opt.state());
+                    mid_state = Some(opt.state().unwrap());
                 }
             }
             let mid = mid_state.unwrap();
             let m_mid: Vec<f32> = mid.tensors["p/exp_avg"].to_vec1().unwrap();
-            let m_now: Vec<f32> = opt.state().tensors["p/exp_avg"].to_vec1().unwrap();
+            let m_now: Vec<f32> = opt.state().unwrap().tensors["p/exp_avg"].to_vec1().unwrap();
             assert_ne!(m_mid, m_now, "the saved state aliases the live buffer");
         }
     }
