@@ -194,20 +194,13 @@ fn write_names(path: &Path, names: &[&str]) -> Result<()> {
 /// images in STL10's binary format: 3×96×96 bytes per image, each channel stored column-major
 /// (byte `c·9216 + w·96 + h`), one label byte 1–10 per image.
 pub(crate) fn write_stl10(root: &Path, n: usize, seed: u64) -> Result<()> {
-    use pyramid_datasets::stl10::{CLASSES, SIDE};
+    use pyramid_datasets::stl10::{transpose_image, CLASSES, SIDE};
     let dir = root.join("stl10_binary");
     let xp = dir.join("train_X.bin");
     let mut x = create(&xp)?;
     let mut col = vec![0u8; 3 * SIDE * SIDE];
     for i in 0..n {
-        let img = fixture_image(seed, i, 3, SIDE, SIDE);
-        for c in 0..3 {
-            for h in 0..SIDE {
-                for w in 0..SIDE {
-                    col[c * SIDE * SIDE + w * SIDE + h] = img[(c * SIDE + h) * SIDE + w];
-                }
-            }
-        }
+        transpose_image(&fixture_image(seed, i, 3, SIDE, SIDE), &mut col);
         x.write_all(&col)
             .with_context(|| format!("writing {}", xp.display()))?;
     }

@@ -33,7 +33,8 @@ pub fn stl10_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Converts one STL-10 image from its stored column-major planes to C×H×W row-major.
+/// Converts one STL-10 image from its stored column-major planes to C×H×W row-major. The
+/// planes are square, so the same call converts row-major back to the stored layout.
 pub fn transpose_image(src: &[u8], dst: &mut [u8]) {
     for c in 0..3 {
         let s = &src[c * SIDE * SIDE..(c + 1) * SIDE * SIDE];
@@ -210,6 +211,11 @@ impl UnlabeledStl10 {
 
     pub fn len(&self) -> usize {
         self.n
+    }
+
+    /// The file this reads.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn is_empty(&self) -> bool {

@@ -133,9 +133,7 @@ fn unlabeled_subset(cfg: &ExperimentConfig, n: usize) -> Result<Dataset, Error> 
             path: "<config>".into(),
             message: format!(
                 "[data] stage1_unlabeled = {n}, but {} holds only {} images",
-                pyramid_datasets::stl10::stl10_dir(&root)
-                    .join("unlabeled_X.bin")
-                    .display(),
+                file.path().display(),
                 file.len()
             ),
         });

@@ -58,7 +58,7 @@ impl Plan {
         let labelled = "labelled train images".to_string();
         let stage1_data = match cfg.data.stage1_unlabeled {
             0 => labelled.clone(),
-            n => format!("labelled train images + {n} unlabeled"),
+            n => format!("{labelled} + {n} unlabeled"),
         };
         let mut chains = Vec::new();
         for &scheme in &cfg.schemes {

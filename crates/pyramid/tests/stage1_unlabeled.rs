@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::Device;
 use pyramid::data::ExperimentData;
 use pyramid::{run_experiment, ExperimentConfig, Plan, RunOptions};
-use pyramid_datasets::stl10::UnlabeledStl10;
+use pyramid_datasets::stl10::{transpose_image, UnlabeledStl10};
 use pyramid_train::metrics::{read_jsonl, EpochMetrics};
 
 const TRAIN: usize = 20;
@@ -15,18 +15,15 @@ const TEST: usize = 10;
 const UNLABELED: usize = 30;
 const CHOSEN: usize = 12;
 
-/// Image `i` in STL10's stored layout: per channel, column-major (byte c·9216 + w·96 + h).
+/// Images `first..first + n` in STL10's stored layout (column-major planes; the reader's own
+/// transpose is its own inverse).
 fn stl_x(n: usize, first: usize) -> Vec<u8> {
     let mut v = vec![0u8; n * 27648];
-    for i in 0..n {
-        for c in 0..3 {
-            for h in 0..96 {
-                for w in 0..96 {
-                    v[i * 27648 + c * 9216 + w * 96 + h] =
-                        ((first + i) * 37 + c * 80 + h * 5 + w * 3) as u8;
-                }
-            }
-        }
+    for (i, out) in v.chunks_exact_mut(27648).enumerate() {
+        let row_major: Vec<u8> = (0..27648)
+            .map(|p| ((first + i) * 37 + (p / 9216) * 80 + (p / 96 % 96) * 5 + (p % 96) * 3) as u8)
+            .collect();
+        transpose_image(&row_major, out);
     }
     v
 }
