@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! cargo run --release -p pyramid-ops --example opbench -- [--batch 32] [--reps 3] [--no-candle]
-//!     [--tile BYTES --min-cols N] [--cpu] [--only SUBSTRING]
+//!     [--tile BYTES --min-cols N] [--wino-block FLOATS] [--cpu] [--only SUBSTRING]
+//! ```
+//!
+//! The convolution algorithm follows `PYRAMID_CONV_ALGO` (`auto`, `im2col`, `winograd`).
+//!
+//! ```text
 //! ```
 //!
 //! `fwd` = conv + bias + ReLU forward; `bwd` = `y.backward()` (input, weight and bias
@@ -56,6 +61,10 @@ fn main() -> candle_core::Result<()> {
     let batch: usize = arg("--batch", 32);
     let reps: usize = arg("--reps", 3);
     let no_candle = std::env::args().any(|a| a == "--no-candle");
+    let wino_block: usize = arg("--wino-block", 0);
+    if wino_block > 0 {
+        pyramid_ops::set_winograd_block(wino_block);
+    }
     let tile: usize = arg("--tile", 0);
     if tile > 0 {
         pyramid_ops::set_tiling(tile, arg("--min-cols", 256));

@@ -161,13 +161,13 @@ impl Plan {
 
 /// Raw pointer wrapper to share disjoint output regions between threads.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     // A method (not field access) so closures capture the whole `Send + Sync` wrapper.
     #[inline]
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -184,7 +184,7 @@ thread_local! {
 }
 
 #[inline]
-fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if v.len() < n {
         v.resize(n, 0.0);
     }
@@ -193,7 +193,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 
 /// Runs `f(unit_index, parallelism_for_gemm)` for every unit, either spread over threads
 /// (returning one accumulator per worker) or sequentially with a parallel gemm.
-fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + Sync>(
+pub(crate) fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + Sync>(
     nunits: usize,
     init: I,
     f: F,
@@ -424,6 +424,9 @@ pub(crate) fn conv_fwd(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
+    if g.b * g.out_img() > 0 && crate::winograd::applies(g) {
+        return crate::winograd::conv_fwd(g, x, w, bias, relu);
+    }
     let mut y = vec![0.0f32; g.b * g.out_img()];
     if y.is_empty() {
         return y;
@@ -605,6 +608,10 @@ pub(crate) fn conv_bwd(
         }
         gx = Some(conv_fwd(&gg, gy, &wf, None, false));
     }
+    // The weight gradient of a 3×3 stride-1 layer goes through Winograd when it applies.
+    let wino_w = need_w && g.b * np > 0 && crate::winograd::applies(g);
+    let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy));
+    let need_w = need_w && !wino_w;
     let col2im_x = need_x && !flipped;
     if col2im_x {
         gx = Some(vec![0.0f32; g.b * g.in_img()]);
@@ -741,5 +748,9 @@ pub(crate) fn conv_bwd(
         }
         out.into_iter().map(|v| v as f32).collect()
     });
-    ConvGrads { gx, gw, gb }
+    ConvGrads {
+        gx,
+        gw: wino_gw.or(gw),
+        gb,
+    }
 }

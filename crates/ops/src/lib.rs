@@ -27,6 +27,7 @@ mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 mod pool;
+mod winograd;
 
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
@@ -35,6 +36,9 @@ pub use candle_core::{Result, Tensor};
 
 #[doc(hidden)]
 pub use conv::set_tiling;
+#[doc(hidden)]
+pub use winograd::set_winograd_block;
+pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
 
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -1,0 +1,696 @@
+//! Winograd F(2×2, 3×3) convolution for 3×3 stride-1 layers (every convolution of VGG19 and
+//! the SVGGs): forward, and the weight gradient. The input gradient of a stride-1 conv is itself
+//! a 3×3 stride-1 conv (flipped kernel, see `conv::conv_bwd`), so it takes the forward path.
+//!
+//! Each 2×2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` for its 4×4 input patch `d`: 16
+//! multiplications instead of 36, so the matrix products (16 gemms `[O, C] × [C, tiles]` per
+//! block of tiles, one per point ξ of the 4×4 transform) do 2.25× fewer FLOPs than im2col+gemm.
+//! The weight gradient is the adjoint: `dU[ξ] = Σ_tiles (A dY Aᵀ)[ξ] · (Bᵀ d B)[ξ]` (16 gemms
+//! `[O, tiles] × [tiles, C]`), then `dW = Gᵀ dU G`.
+//!
+//! Work is split into blocks of whole tile rows (one image, one row of 2×2 output tiles each),
+//! so that the transforms run along contiguous rows and vectorise. Blocks are spread statically
+//! over rayon threads (the weight gradient keeps one accumulator per worker, summed in worker
+//! order: the result does not depend on scheduling).
+
+// The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
+#![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
+
+use crate::conv::{grow, run_units, Geom, SendPtr};
+use gemm::Parallelism;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(2×2, 3×3) where it pays: 3×3, stride 1, padding ≤ 2, and at least
+    /// [`AUTO_MIN_CHANNELS`] input and output channels. im2col + gemm elsewhere.
+    #[default]
+    Auto,
+    /// im2col + gemm everywhere.
+    Im2col,
+    /// Winograd for every 3×3 stride-1 layer with padding ≤ 2, whatever its channel counts.
+    Winograd,
+}
+
+/// With [`ConvAlgo::Auto`], layers with fewer input or output channels use im2col: with few
+/// channels the transforms cost more than the multiplications they save (VGG's first layer has
+/// 3 input channels).
+pub const AUTO_MIN_CHANNELS: usize = 16;
+
+const ALGO_UNSET: usize = usize::MAX;
+static ALGO: AtomicUsize = AtomicUsize::new(ALGO_UNSET);
+/// Target floats of one block's transformed input and output together (`16 (C + O) × tiles`);
+/// a benchmark knob.
+static BLOCK_FLOATS: AtomicUsize = AtomicUsize::new(1 << 23);
+
+/// Sets the CPU convolution algorithm for the whole process. Without a call, the environment
+/// variable `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`) decides, and `auto` otherwise.
+pub fn set_conv_algo(algo: ConvAlgo) {
+    ALGO.store(algo as usize, Ordering::Relaxed);
+}
+
+/// The CPU convolution algorithm in force (see [`set_conv_algo`]).
+pub fn conv_algo() -> ConvAlgo {
+    let code = ALGO.load(Ordering::Relaxed);
+    let code = if code == ALGO_UNSET {
+        let algo = match std::env::var("PYRAMID_CONV_ALGO").as_deref() {
+            Ok("im2col") => ConvAlgo::Im2col,
+            Ok("winograd") => ConvAlgo::Winograd,
+            _ => ConvAlgo::Auto,
+        };
+        // A racing set_conv_algo wins over the environment.
+        let _ = ALGO.compare_exchange(
+            ALGO_UNSET,
+            algo as usize,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        ALGO.load(Ordering::Relaxed)
+    } else {
+        code
+    };
+    match code {
+        1 => ConvAlgo::Im2col,
+        2 => ConvAlgo::Winograd,
+        _ => ConvAlgo::Auto,
+    }
+}
+
+/// Benchmark/test knob: target floats of a block's transformed input and output together
+/// (`16 (C + O) × tiles`).
+#[doc(hidden)]
+pub fn set_winograd_block(floats: usize) {
+    BLOCK_FLOATS.store(floats.max(1), Ordering::Relaxed);
+}
+
+/// Whether the Winograd path handles this geometry under the current [`ConvAlgo`].
+pub(crate) fn applies(g: &Geom) -> bool {
+    let shape_ok = g.k == 3 && g.s == 1 && g.p <= 2 && g.b > 0 && g.ho > 0 && g.wo > 0;
+    shape_ok
+        && match conv_algo() {
+            ConvAlgo::Im2col => false,
+            ConvAlgo::Winograd => true,
+            ConvAlgo::Auto => g.c >= AUTO_MIN_CHANNELS && g.o >= AUTO_MIN_CHANNELS,
+        }
+}
+
+/// Tile grid and block plan of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    /// tile rows / columns per image
+    th: usize,
+    tw: usize,
+    /// tile rows per block
+    rows: usize,
+    nblocks: usize,
+}
+
+impl Tiles {
+    fn new(g: &Geom, width: usize) -> Self {
+        let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+        let total_rows = g.b * th;
+        let target_tiles = (BLOCK_FLOATS.load(Ordering::Relaxed) / width.max(1)).max(1);
+        let mut rows = (target_tiles / tw).clamp(1, total_rows);
+        // Enough blocks for every thread, in a multiple of the thread count when that is cheap.
+        let nt = rayon::current_num_threads().max(1);
+        let nblocks = total_rows.div_ceil(rows);
+        if total_rows >= nt {
+            let balanced = nblocks.div_ceil(nt) * nt;
+            rows = total_rows.div_ceil(balanced);
+        }
+        Self {
+            th,
+            tw,
+            rows,
+            nblocks: total_rows.div_ceil(rows),
+        }
+    }
+    /// Global tile rows `r0..r1` of block `i` (row `r` is image `r / th`, tile row `r % th`).
+    fn block(&self, g: &Geom, i: usize) -> (usize, usize) {
+        let r0 = i * self.rows;
+        (r0, (r0 + self.rows).min(g.b * self.th))
+    }
+}
+
+fn transform_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (o, c) = (g.o, g.c);
+    let mut u = vec![0.0f32; 16 * o * c];
+    for oc in 0..o {
+        for ci in 0..c {
+            let k = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
+            // G on the columns of g (each column is 3 taps), then on the rows.
+            let mut t = [[0.0f32; 3]; 4];
+            for j in 0..3 {
+                let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+                t[0][j] = a;
+                t[1][j] = 0.5 * (a + b + d);
+                t[2][j] = 0.5 * (a - b + d);
+                t[3][j] = d;
+            }
+            for (i, row) in t.iter().enumerate() {
+                let [a, b, d] = *row;
+                let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                for (j, v) in vals.into_iter().enumerate() {
+                    u[((i * 4 + j) * o + oc) * c + ci] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dW[o][c] = Gᵀ dU[·][o][c] G` (3×3 from 4×4), into `[O, C, 3, 3]`.
+fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
+    let (o, c) = (g.o, g.c);
+    let oc_n = o * c;
+    let mut gw = vec![0.0f32; oc_n * 9];
+    for idx in 0..oc_n {
+        let u = |i: usize, j: usize| du[(i * 4 + j) * oc_n + idx];
+        // Gᵀ on the rows: 4 → 3.
+        let mut t = [[0.0f32; 4]; 3];
+        for j in 0..4 {
+            let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
+            t[0][j] = u0 + 0.5 * (u1 + u2);
+            t[1][j] = 0.5 * (u1 - u2);
+            t[2][j] = 0.5 * (u1 + u2) + u3;
+        }
+        let out = &mut gw[idx * 9..idx * 9 + 9];
+        for (i, row) in t.iter().enumerate() {
+            let [u0, u1, u2, u3] = *row;
+            out[i * 3] = u0 + 0.5 * (u1 + u2);
+            out[i * 3 + 1] = 0.5 * (u1 - u2);
+            out[i * 3 + 2] = 0.5 * (u1 + u2) + u3;
+        }
+    }
+    gw
+}
+
+/// The 16 block gemms `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`.
+fn multiply(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t_n: usize, par: Parallelism) {
+    let (o, c) = (g.o, g.c);
+    for xi in 0..16 {
+        // SAFETY: the three matrices lie inside their slices with the given strides.
+        unsafe {
+            gemm::gemm(
+                o,
+                t_n,
+                c,
+                m[xi * o * t_n..].as_mut_ptr(),
+                1,
+                t_n as isize,
+                false,
+                u[xi * o * c..].as_ptr(),
+                1,
+                c as isize,
+                v[xi * c * t_n..].as_ptr(),
+                1,
+                t_n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+}
+/// Tiles per vector chunk: the transforms work on 16 tiles of a tile row at a time, as
+/// fixed-size arrays the compiler keeps in (AVX-512) registers.
+const LANES: usize = 16;
+
+#[derive(Default)]
+struct Scratch {
+    /// transformed input `[16, C, T]`
+    v: Vec<f32>,
+    /// transformed output (gradient) `[16, O, T]`
+    m: Vec<f32>,
+    /// zero-padded input plane split into even / odd columns: `[2·th + 2, ew]` each
+    even: Vec<f32>,
+    odd: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs a transform kernel compiled for AVX-512 when the CPU has it (the workspace builds for
+/// baseline x86-64, where the 16-lane arrays would become 4-lane SSE code).
+macro_rules! dispatch {
+    ($(#[$doc:meta])* fn $name:ident / $generic:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                fn fast($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+/// `dst[..n] = src[..n]` for `n ≤ LANES`, as one fixed-size (vector) copy when `n == LANES`.
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32], n: usize) {
+    if n == LANES {
+        let d: &mut [f32; LANES] = (&mut dst[..LANES]).try_into().unwrap();
+        let s: &[f32; LANES] = (&src[..LANES]).try_into().unwrap();
+        *d = *s;
+    } else {
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// Tile rows `r0..r1` grouped by image: `(image, first tile row, end tile row, first tile)`
+/// (the tile index counts from the block's first tile).
+fn segments(
+    tl: &Tiles,
+    r0: usize,
+    r1: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let (th, tw) = (tl.th, tl.tw);
+    let mut r = r0;
+    std::iter::from_fn(move || {
+        if r >= r1 {
+            return None;
+        }
+        let (b, ty0) = (r / th, r % th);
+        let ty1 = th.min(ty0 + (r1 - r));
+        let seg = (b, ty0, ty1, (r - r0) * tw);
+        r += ty1 - ty0;
+        Some(seg)
+    })
+}
+
+/// Row width of the even / odd planes: a whole number of chunks plus the one column a tile
+/// reads past its own.
+fn even_odd_width(tl: &Tiles) -> usize {
+    tl.tw.div_ceil(LANES) * LANES + 1
+}
+
+/// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for the tiles of rows `r0..r1` (`T = (r1 - r0) · tw` tiles).
+/// `even` / `odd` must be zero on entry (only in-image cells are ever written, so they stay
+/// zero wherever the padding is).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_input_generic(
+    g: &Geom,
+    tl: &Tiles,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    v: &mut [f32],
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    let (c, tw, p) = (g.c, tl.tw, g.p);
+    let t_n = (r1 - r0) * tw;
+    let ew = even_odd_width(tl);
+    let plane = g.h * g.w;
+    for ci in 0..c {
+        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
+            let xc = &x[(b * c + ci) * plane..(b * c + ci + 1) * plane];
+            // Padded rows 2·ty0 .. 2·ty1 + 2; padded row q is input row q − p.
+            for q in 2 * ty0..2 * ty1 + 2 {
+                let Some(iy) = q.checked_sub(p).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let src = &xc[iy * g.w..(iy + 1) * g.w];
+                let (e, o) = (
+                    &mut even[q * ew..(q + 1) * ew],
+                    &mut odd[q * ew..(q + 1) * ew],
+                );
+                // Padded column ix + p: even ones go to `e`, odd ones to `o`. Input columns
+                // 2k and 2k + 1 land at padded p + 2k and p + 2k + 1.
+                let (first, second, shift) = if p % 2 == 0 {
+                    (&mut *e, &mut *o, (p / 2, p / 2))
+                } else {
+                    (&mut *o, &mut *e, (p / 2, p / 2 + 1))
+                };
+                let pairs = src.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    let k = g.w / 2;
+                    first[k + shift.0] = *last;
+                }
+                let n2 = g.w / 2;
+                let (f, s) = (
+                    &mut first[shift.0..shift.0 + n2],
+                    &mut second[shift.1..shift.1 + n2],
+                );
+                for ((pair, a), b) in pairs.zip(f.iter_mut()).zip(s.iter_mut()) {
+                    *a = pair[0];
+                    *b = pair[1];
+                }
+            }
+            for ty in ty0..ty1 {
+                let t_row = t_base + (ty - ty0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    let n = LANES.min(tw - tx0);
+                    // d[i][j][l]: patch value (i, j) of tile tx0 + l.
+                    let mut d = [[[0.0f32; LANES]; 4]; 4];
+                    for (i, di) in d.iter_mut().enumerate() {
+                        let row = (2 * ty + i) * ew + tx0;
+                        let (e, o) = (&even[row..row + LANES + 1], &odd[row..row + LANES + 1]);
+                        for l in 0..LANES {
+                            di[0][l] = e[l];
+                            di[1][l] = o[l];
+                            di[2][l] = e[l + 1];
+                            di[3][l] = o[l + 1];
+                        }
+                    }
+                    // Bᵀ on the columns of each patch row, then on the rows.
+                    let mut t = [[[0.0f32; LANES]; 4]; 4];
+                    for i in 0..4 {
+                        for l in 0..LANES {
+                            let [d0, d1, d2, d3] = [d[i][0][l], d[i][1][l], d[i][2][l], d[i][3][l]];
+                            t[i][0][l] = d0 - d2;
+                            t[i][1][l] = d1 + d2;
+                            t[i][2][l] = d2 - d1;
+                            t[i][3][l] = d1 - d3;
+                        }
+                    }
+                    for j in 0..4 {
+                        let mut out = [[0.0f32; LANES]; 4];
+                        for l in 0..LANES {
+                            let [a0, a1, a2, a3] = [t[0][j][l], t[1][j][l], t[2][j][l], t[3][j][l]];
+                            out[0][l] = a0 - a2;
+                            out[1][l] = a1 + a2;
+                            out[2][l] = a2 - a1;
+                            out[3][l] = a1 - a3;
+                        }
+                        for (i, vals) in out.iter().enumerate() {
+                            let at = ((i * 4 + j) * c + ci) * t_n + t_row + tx0;
+                            copy_lanes(&mut v[at..], vals, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch!(fn transform_input / transform_input_generic(
+    g: &Geom, tl: &Tiles, x: &[f32], r0: usize, r1: usize, v: &mut [f32], even: &mut [f32],
+    odd: &mut [f32],
+));
+
+/// Output transform of a block: `y = Aᵀ M A` per tile (+ bias, ReLU), into the rows of `y`
+/// the block's tiles cover. `yp` points at the whole output `[B, O, Ho, Wo]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_generic(
+    g: &Geom,
+    tl: &Tiles,
+    m: &[f32],
+    r0: usize,
+    r1: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    yp: SendPtr,
+) {
+    let (o, tw) = (g.o, tl.tw);
+    let t_n = (r1 - r0) * tw;
+    let np = g.ho * g.wo;
+    for oc in 0..o {
+        let bv = bias.map_or(0.0, |b| b[oc]);
+        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
+            for ty in ty0..ty1 {
+                let t_row = t_base + (ty - ty0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    let n = LANES.min(tw - tx0);
+                    let mut mm = [[0.0f32; LANES]; 16];
+                    for (xi, lane) in mm.iter_mut().enumerate() {
+                        let at = (xi * o + oc) * t_n + t_row + tx0;
+                        copy_lanes(lane, &m[at..], n);
+                    }
+                    // Aᵀ on the columns (j), then on the rows (i).
+                    let mut s = [[[0.0f32; LANES]; 2]; 4];
+                    for i in 0..4 {
+                        for l in 0..LANES {
+                            let [m0, m1, m2, m3] = [
+                                mm[i * 4][l],
+                                mm[i * 4 + 1][l],
+                                mm[i * 4 + 2][l],
+                                mm[i * 4 + 3][l],
+                            ];
+                            s[i][0][l] = m0 + m1 + m2;
+                            s[i][1][l] = m1 - m2 - m3;
+                        }
+                    }
+                    let mut out = [[[0.0f32; LANES]; 2]; 2];
+                    for j in 0..2 {
+                        for l in 0..LANES {
+                            let [a0, a1, a2, a3] = [s[0][j][l], s[1][j][l], s[2][j][l], s[3][j][l]];
+                            let (u, w) = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv);
+                            out[0][j][l] = if relu { u.max(0.0) } else { u };
+                            out[1][j][l] = if relu { w.max(0.0) } else { w };
+                        }
+                    }
+                    for (a, pair) in out.iter().enumerate() {
+                        let oh = 2 * ty + a;
+                        if oh >= g.ho {
+                            break;
+                        }
+                        // SAFETY: output row oh of (b, oc) is covered by this block's tiles only.
+                        let yrow = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                yp.get().add((b * o + oc) * np + oh * g.wo),
+                                g.wo,
+                            )
+                        };
+                        if 2 * (tx0 + LANES) <= g.wo {
+                            // A full chunk: one fixed-size interleaving store.
+                            let d: &mut [f32; 2 * LANES] = (&mut yrow
+                                [2 * tx0..2 * tx0 + 2 * LANES])
+                                .try_into()
+                                .unwrap();
+                            for l in 0..LANES {
+                                d[2 * l] = pair[0][l];
+                                d[2 * l + 1] = pair[1][l];
+                            }
+                            continue;
+                        }
+                        let cols = &mut yrow[2 * tx0..(2 * (tx0 + n)).min(g.wo)];
+                        let mut it = cols.chunks_exact_mut(2);
+                        for (l, px) in (&mut it).enumerate() {
+                            px[0] = pair[0][l];
+                            px[1] = pair[1][l];
+                        }
+                        if let [last] = it.into_remainder() {
+                            *last = pair[0][n - 1];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch!(fn transform_output / transform_output_generic(
+    g: &Geom, tl: &Tiles, m: &[f32], r0: usize, r1: usize, bias: Option<&[f32]>, relu: bool,
+    yp: SendPtr,
+));
+
+/// `dM[ξ][o][t] = (A dY Aᵀ)[ξ]` for the tiles of rows `r0..r1`, from the output gradient `gy`
+/// (zero outside the output); `A y = (y0, y0 + y1, y0 − y1, −y1)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_grad_generic(
+    g: &Geom,
+    tl: &Tiles,
+    gy: &[f32],
+    r0: usize,
+    r1: usize,
+    m: &mut [f32],
+) {
+    let (o, tw) = (g.o, tl.tw);
+    let t_n = (r1 - r0) * tw;
+    let np = g.ho * g.wo;
+    for oc in 0..o {
+        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
+            for ty in ty0..ty1 {
+                let t_row = t_base + (ty - ty0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    let n = LANES.min(tw - tx0);
+                    // y[a][j][l]: output-gradient pixel (a, j) of tile tx0 + l.
+                    let mut y = [[[0.0f32; LANES]; 2]; 2];
+                    for (a, ya) in y.iter_mut().enumerate() {
+                        let oh = 2 * ty + a;
+                        if oh >= g.ho {
+                            break;
+                        }
+                        let off = (b * o + oc) * np + oh * g.wo;
+                        if 2 * (tx0 + LANES) <= g.wo {
+                            let s: &[f32; 2 * LANES] = (&gy
+                                [off + 2 * tx0..off + 2 * tx0 + 2 * LANES])
+                                .try_into()
+                                .unwrap();
+                            for l in 0..LANES {
+                                ya[0][l] = s[2 * l];
+                                ya[1][l] = s[2 * l + 1];
+                            }
+                            continue;
+                        }
+                        let cols = &gy[off + 2 * tx0..off + (2 * (tx0 + n)).min(g.wo)];
+                        let mut it = cols.chunks_exact(2);
+                        for (l, px) in (&mut it).enumerate() {
+                            ya[0][l] = px[0];
+                            ya[1][l] = px[1];
+                        }
+                        if let [last] = it.remainder() {
+                            ya[0][n - 1] = *last;
+                        }
+                    }
+                    // A on the columns (j), then on the rows (i).
+                    let mut cj = [[[0.0f32; LANES]; 4]; 2];
+                    for a in 0..2 {
+                        for l in 0..LANES {
+                            let (y0, y1) = (y[a][0][l], y[a][1][l]);
+                            cj[a][0][l] = y0;
+                            cj[a][1][l] = y0 + y1;
+                            cj[a][2][l] = y0 - y1;
+                            cj[a][3][l] = -y1;
+                        }
+                    }
+                    for j in 0..4 {
+                        let mut out = [[0.0f32; LANES]; 4];
+                        for l in 0..LANES {
+                            let (c0, c1) = (cj[0][j][l], cj[1][j][l]);
+                            out[0][l] = c0;
+                            out[1][l] = c0 + c1;
+                            out[2][l] = c0 - c1;
+                            out[3][l] = -c1;
+                        }
+                        for (i, vals) in out.iter().enumerate() {
+                            let at = ((i * 4 + j) * o + oc) * t_n + t_row + tx0;
+                            copy_lanes(&mut m[at..], vals, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch!(fn transform_output_grad / transform_output_grad_generic(
+    g: &Geom, tl: &Tiles, gy: &[f32], r0: usize, r1: usize, m: &mut [f32],
+));
+
+/// The per-thread buffers of one block: `V` (`[16, C, T]`) and zeroed even / odd planes.
+fn block_buffers<'a>(
+    sc: &'a mut Scratch,
+    g: &Geom,
+    tl: &Tiles,
+    t_n: usize,
+) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+    let plane = (2 * tl.th + 2) * even_odd_width(tl);
+    let v = grow(&mut sc.v, 16 * g.c * t_n);
+    let even = grow(&mut sc.even, plane);
+    even.fill(0.0);
+    let odd = grow(&mut sc.odd, plane);
+    odd.fill(0.0);
+    (v, even, odd)
+}
+
+/// Forward convolution (+ optional bias, optional ReLU) of a 3×3 stride-1 layer.
+pub(crate) fn conv_fwd(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; g.b * g.o * g.ho * g.wo];
+    let u = transform_weights(g, w);
+    let tl = Tiles::new(g, 16 * (g.c + g.o));
+    let yp = SendPtr(y.as_mut_ptr());
+    run_units(
+        tl.nblocks,
+        || (),
+        |_, bi, par| {
+            let (r0, r1) = tl.block(g, bi);
+            let t_n = (r1 - r0) * tl.tw;
+            SCRATCH.with(|sc| {
+                let sc = &mut *sc.borrow_mut();
+                let (v, even, odd) = block_buffers(sc, g, &tl, t_n);
+                transform_input(g, &tl, x, r0, r1, v, even, odd);
+                let m = grow(&mut sc.m, 16 * g.o * t_n);
+                multiply(g, &u, &sc.v, m, t_n, par);
+                transform_output(g, &tl, m, r0, r1, bias, relu, yp);
+            });
+        },
+    );
+    y
+}
+
+/// Weight gradient `[O, C, 3, 3]` of a 3×3 stride-1 layer, given the (already ReLU-masked)
+/// output gradient `gy`.
+pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    let (o, c) = (g.o, g.c);
+    let tl = Tiles::new(g, 16 * (g.c + g.o));
+    let accs = run_units(
+        tl.nblocks,
+        || (vec![0.0f32; 16 * o * c], false),
+        |(du, started), bi, par| {
+            let (r0, r1) = tl.block(g, bi);
+            let t_n = (r1 - r0) * tl.tw;
+            SCRATCH.with(|sc| {
+                let sc = &mut *sc.borrow_mut();
+                let (v, even, odd) = block_buffers(sc, g, &tl, t_n);
+                transform_input(g, &tl, x, r0, r1, v, even, odd);
+                let m = grow(&mut sc.m, 16 * o * t_n);
+                transform_output_grad(g, &tl, gy, r0, r1, m);
+                // dU[ξ] (O×C) += dM[ξ] (O×T) · V[ξ]ᵀ (T×C)
+                for xi in 0..16 {
+                    // SAFETY: the matrices lie inside their slices with the given strides.
+                    unsafe {
+                        gemm::gemm(
+                            o,
+                            c,
+                            t_n,
+                            du[xi * o * c..].as_mut_ptr(),
+                            1,
+                            c as isize,
+                            *started,
+                            m[xi * o * t_n..].as_ptr(),
+                            1,
+                            t_n as isize,
+                            sc.v[xi * c * t_n..].as_ptr(),
+                            t_n as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                }
+                *started = true;
+            });
+        },
+    );
+    let mut it = accs.into_iter().filter(|a| a.1).map(|a| a.0);
+    let du = match it.next() {
+        None => vec![0.0f32; 16 * o * c],
+        Some(mut first) => {
+            for a in it {
+                first.iter_mut().zip(&a).for_each(|(d, s)| *d += *s);
+            }
+            first
+        }
+    };
+    inverse_transform_weight_grad(g, &du)
+}
