@@ -8,9 +8,6 @@
 //!
 //! The convolution algorithm follows `PYRAMID_CONV_ALGO` (`auto`, `im2col`, `winograd`).
 //!
-//! ```text
-//! ```
-//!
 //! `fwd` = conv + bias + ReLU forward; `bwd` = `y.backward()` (input, weight and bias
 //! gradients, including candle's gradient-accumulation overhead). GFLOP/s counts 2*MACs for
 //! the forward and 4*MACs for the backward.
