@@ -230,6 +230,7 @@ struct Scratch {
     /// zero-padded input plane split into even / odd columns: `[2·th + 2, ew]` each
     even: Vec<f32>,
     odd: Vec<f32>,
+    addr: Addr,
 }
 
 thread_local! {
@@ -293,20 +294,120 @@ fn segments(
     })
 }
 
-/// Row width of the even / odd planes: a whole number of chunks plus the one column a tile
-/// reads past its own.
+/// Row width of the even / odd planes: one column past the last tile's, and for wide rows a
+/// whole number of chunks (a row chunk loads 16 + 1 columns whatever its tile count).
 fn even_odd_width(tl: &Tiles) -> usize {
-    tl.tw.div_ceil(LANES) * LANES + 1
+    if tl.tw < LANES {
+        tl.tw + 1
+    } else {
+        tl.tw.div_ceil(LANES) * LANES + 1
+    }
+}
+
+/// Where each tile of a block reads and writes: `inp[t]` is the offset of its patch in the
+/// block's even / odd planes, `out[t]` the offset of its top-left output pixel in channel 0 of
+/// `y` (add `oc · Ho · Wo`), `edge[t]` bit 0 whether it has a right column, bit 1 a bottom row.
+#[derive(Default)]
+struct Addr {
+    inp: Vec<usize>,
+    out: Vec<usize>,
+    edge: Vec<u8>,
+}
+
+impl Addr {
+    fn fill(&mut self, g: &Geom, tl: &Tiles, r0: usize, r1: usize) {
+        let (tw, ew, np) = (tl.tw, even_odd_width(tl), g.ho * g.wo);
+        let plane = (2 * tl.th + 2) * ew;
+        let t_n = (r1 - r0) * tw;
+        self.inp.resize(t_n, 0);
+        self.out.resize(t_n, 0);
+        self.edge.resize(t_n, 0);
+        for (s, (b, ty0, ty1, t_base)) in segments(tl, r0, r1).enumerate() {
+            for ty in ty0..ty1 {
+                for tx in 0..tw {
+                    let t = t_base + (ty - ty0) * tw + tx;
+                    self.inp[t] = s * plane + 2 * ty * ew + tx;
+                    self.out[t] = b * g.o * np + 2 * ty * g.wo + 2 * tx;
+                    self.edge[t] = (2 * tx + 1 < g.wo) as u8 | (((2 * ty + 1 < g.ho) as u8) << 1);
+                }
+            }
+        }
+    }
+}
+
+/// The chunks of a block: `(first tile, tiles)`. Wide rows (`tw ≥ LANES`) are cut per tile row,
+/// so that a chunk's tiles are adjacent in the image (contiguous loads and stores); narrow ones
+/// run straight across tile rows and images, so that the lanes stay full.
+fn chunks(tl: &Tiles, t_n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tw = tl.tw;
+    let rows = if tw >= LANES { t_n / tw } else { 0 };
+    let per_row = (0..rows).flat_map(move |r| {
+        (0..tw)
+            .step_by(LANES)
+            .map(move |tx0| (r * tw + tx0, LANES.min(tw - tx0)))
+    });
+    let flat_n = if tw >= LANES { 0 } else { t_n };
+    let flat = (0..flat_n)
+        .step_by(LANES)
+        .map(move |t0| (t0, LANES.min(flat_n - t0)));
+    per_row.chain(flat)
+}
+
+/// Copies the input rows of image `b`'s channel `ci` that tile rows `ty0..ty1` read into a
+/// zero-padded plane split into even and odd columns (`ew` wide). Padded row q is input row
+/// q − p; padded column ix + p holds input column ix.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill_even_odd(
+    g: &Geom,
+    xc: &[f32],
+    ty0: usize,
+    ty1: usize,
+    ew: usize,
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    let p = g.p;
+    for q in 2 * ty0..2 * ty1 + 2 {
+        let Some(iy) = q.checked_sub(p).filter(|&iy| iy < g.h) else {
+            continue;
+        };
+        let src = &xc[iy * g.w..(iy + 1) * g.w];
+        let (e, o) = (
+            &mut even[q * ew..(q + 1) * ew],
+            &mut odd[q * ew..(q + 1) * ew],
+        );
+        // Input columns 2k and 2k + 1 land at padded p + 2k and p + 2k + 1.
+        let (first, second, shift) = if p % 2 == 0 {
+            (e, o, (p / 2, p / 2))
+        } else {
+            (o, e, (p / 2, p / 2 + 1))
+        };
+        let pairs = src.chunks_exact(2);
+        let n2 = g.w / 2;
+        if let [last] = pairs.remainder() {
+            first[n2 + shift.0] = *last;
+        }
+        let (f, s) = (
+            &mut first[shift.0..shift.0 + n2],
+            &mut second[shift.1..shift.1 + n2],
+        );
+        for ((pair, a), b) in pairs.zip(f.iter_mut()).zip(s.iter_mut()) {
+            *a = pair[0];
+            *b = pair[1];
+        }
+    }
 }
 
 /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for the tiles of rows `r0..r1` (`T = (r1 - r0) · tw` tiles).
-/// `even` / `odd` must be zero on entry (only in-image cells are ever written, so they stay
-/// zero wherever the padding is).
+/// `even` / `odd` hold one plane per image segment of the block and must be zero on entry
+/// (only in-image cells are ever written, so the padding stays zero).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_input_generic(
     g: &Geom,
     tl: &Tiles,
+    addr: &Addr,
     x: &[f32],
     r0: usize,
     r1: usize,
@@ -314,86 +415,71 @@ fn transform_input_generic(
     even: &mut [f32],
     odd: &mut [f32],
 ) {
-    let (c, tw, p) = (g.c, tl.tw, g.p);
+    let (c, tw) = (g.c, tl.tw);
     let t_n = (r1 - r0) * tw;
     let ew = even_odd_width(tl);
-    let plane = g.h * g.w;
+    let plane = (2 * tl.th + 2) * ew;
+    let hw = g.h * g.w;
     for ci in 0..c {
-        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
-            let xc = &x[(b * c + ci) * plane..(b * c + ci + 1) * plane];
-            // Padded rows 2·ty0 .. 2·ty1 + 2; padded row q is input row q − p.
-            for q in 2 * ty0..2 * ty1 + 2 {
-                let Some(iy) = q.checked_sub(p).filter(|&iy| iy < g.h) else {
-                    continue;
-                };
-                let src = &xc[iy * g.w..(iy + 1) * g.w];
-                let (e, o) = (
-                    &mut even[q * ew..(q + 1) * ew],
-                    &mut odd[q * ew..(q + 1) * ew],
-                );
-                // Padded column ix + p: even ones go to `e`, odd ones to `o`. Input columns
-                // 2k and 2k + 1 land at padded p + 2k and p + 2k + 1.
-                let (first, second, shift) = if p % 2 == 0 {
-                    (&mut *e, &mut *o, (p / 2, p / 2))
-                } else {
-                    (&mut *o, &mut *e, (p / 2, p / 2 + 1))
-                };
-                let pairs = src.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    let k = g.w / 2;
-                    first[k + shift.0] = *last;
+        for (s, (b, ty0, ty1, _)) in segments(tl, r0, r1).enumerate() {
+            let xc = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+            let (e, o) = (
+                &mut even[s * plane..(s + 1) * plane],
+                &mut odd[s * plane..(s + 1) * plane],
+            );
+            fill_even_odd(g, xc, ty0, ty1, ew, e, o);
+        }
+        for (t0, n) in chunks(tl, t_n) {
+            // d[i][j][l]: patch value (i, j) of tile t0 + l; columns j = 0..4 of patch row i
+            // are even[k], odd[k], even[k + 1], odd[k + 1] of its padded row.
+            let mut d = [[[0.0f32; LANES]; 4]; 4];
+            if tw >= LANES {
+                let base = addr.inp[t0];
+                for (i, di) in d.iter_mut().enumerate() {
+                    let row = base + i * ew;
+                    let (e, o) = (&even[row..row + LANES + 1], &odd[row..row + LANES + 1]);
+                    for l in 0..LANES {
+                        di[0][l] = e[l];
+                        di[1][l] = o[l];
+                        di[2][l] = e[l + 1];
+                        di[3][l] = o[l + 1];
+                    }
                 }
-                let n2 = g.w / 2;
-                let (f, s) = (
-                    &mut first[shift.0..shift.0 + n2],
-                    &mut second[shift.1..shift.1 + n2],
-                );
-                for ((pair, a), b) in pairs.zip(f.iter_mut()).zip(s.iter_mut()) {
-                    *a = pair[0];
-                    *b = pair[1];
+            } else {
+                for l in 0..n {
+                    let base = addr.inp[t0 + l];
+                    for (i, di) in d.iter_mut().enumerate() {
+                        let row = base + i * ew;
+                        di[0][l] = even[row];
+                        di[1][l] = odd[row];
+                        di[2][l] = even[row + 1];
+                        di[3][l] = odd[row + 1];
+                    }
                 }
             }
-            for ty in ty0..ty1 {
-                let t_row = t_base + (ty - ty0) * tw;
-                for tx0 in (0..tw).step_by(LANES) {
-                    let n = LANES.min(tw - tx0);
-                    // d[i][j][l]: patch value (i, j) of tile tx0 + l.
-                    let mut d = [[[0.0f32; LANES]; 4]; 4];
-                    for (i, di) in d.iter_mut().enumerate() {
-                        let row = (2 * ty + i) * ew + tx0;
-                        let (e, o) = (&even[row..row + LANES + 1], &odd[row..row + LANES + 1]);
-                        for l in 0..LANES {
-                            di[0][l] = e[l];
-                            di[1][l] = o[l];
-                            di[2][l] = e[l + 1];
-                            di[3][l] = o[l + 1];
-                        }
-                    }
-                    // Bᵀ on the columns of each patch row, then on the rows.
-                    let mut t = [[[0.0f32; LANES]; 4]; 4];
-                    for i in 0..4 {
-                        for l in 0..LANES {
-                            let [d0, d1, d2, d3] = [d[i][0][l], d[i][1][l], d[i][2][l], d[i][3][l]];
-                            t[i][0][l] = d0 - d2;
-                            t[i][1][l] = d1 + d2;
-                            t[i][2][l] = d2 - d1;
-                            t[i][3][l] = d1 - d3;
-                        }
-                    }
-                    for j in 0..4 {
-                        let mut out = [[0.0f32; LANES]; 4];
-                        for l in 0..LANES {
-                            let [a0, a1, a2, a3] = [t[0][j][l], t[1][j][l], t[2][j][l], t[3][j][l]];
-                            out[0][l] = a0 - a2;
-                            out[1][l] = a1 + a2;
-                            out[2][l] = a2 - a1;
-                            out[3][l] = a1 - a3;
-                        }
-                        for (i, vals) in out.iter().enumerate() {
-                            let at = ((i * 4 + j) * c + ci) * t_n + t_row + tx0;
-                            copy_lanes(&mut v[at..], vals, n);
-                        }
-                    }
+            // Bᵀ on the columns of each patch row, then on the rows.
+            let mut t = [[[0.0f32; LANES]; 4]; 4];
+            for i in 0..4 {
+                for l in 0..LANES {
+                    let [d0, d1, d2, d3] = [d[i][0][l], d[i][1][l], d[i][2][l], d[i][3][l]];
+                    t[i][0][l] = d0 - d2;
+                    t[i][1][l] = d1 + d2;
+                    t[i][2][l] = d2 - d1;
+                    t[i][3][l] = d1 - d3;
+                }
+            }
+            for j in 0..4 {
+                let mut out = [[0.0f32; LANES]; 4];
+                for l in 0..LANES {
+                    let [a0, a1, a2, a3] = [t[0][j][l], t[1][j][l], t[2][j][l], t[3][j][l]];
+                    out[0][l] = a0 - a2;
+                    out[1][l] = a1 + a2;
+                    out[2][l] = a2 - a1;
+                    out[3][l] = a1 - a3;
+                }
+                for (i, vals) in out.iter().enumerate() {
+                    let at = ((i * 4 + j) * c + ci) * t_n + t0;
+                    copy_lanes(&mut v[at..], vals, n);
                 }
             }
         }
@@ -401,94 +487,93 @@ fn transform_input_generic(
 }
 
 dispatch!(fn transform_input / transform_input_generic(
-    g: &Geom, tl: &Tiles, x: &[f32], r0: usize, r1: usize, v: &mut [f32], even: &mut [f32],
-    odd: &mut [f32],
+    g: &Geom, tl: &Tiles, addr: &Addr, x: &[f32], r0: usize, r1: usize, v: &mut [f32],
+    even: &mut [f32], odd: &mut [f32],
 ));
 
-/// Output transform of a block: `y = Aᵀ M A` per tile (+ bias, ReLU), into the rows of `y`
+/// Output transform of a block: `y = Aᵀ M A` per tile (+ bias, ReLU), into the pixels of `y`
 /// the block's tiles cover. `yp` points at the whole output `[B, O, Ho, Wo]`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output_generic(
     g: &Geom,
     tl: &Tiles,
+    addr: &Addr,
     m: &[f32],
-    r0: usize,
-    r1: usize,
+    t_n: usize,
     bias: Option<&[f32]>,
     relu: bool,
     yp: SendPtr,
 ) {
-    let (o, tw) = (g.o, tl.tw);
-    let t_n = (r1 - r0) * tw;
-    let np = g.ho * g.wo;
+    let (o, wo) = (g.o, g.wo);
+    let np = g.ho * wo;
     for oc in 0..o {
         let bv = bias.map_or(0.0, |b| b[oc]);
-        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
-            for ty in ty0..ty1 {
-                let t_row = t_base + (ty - ty0) * tw;
-                for tx0 in (0..tw).step_by(LANES) {
-                    let n = LANES.min(tw - tx0);
-                    let mut mm = [[0.0f32; LANES]; 16];
-                    for (xi, lane) in mm.iter_mut().enumerate() {
-                        let at = (xi * o + oc) * t_n + t_row + tx0;
-                        copy_lanes(lane, &m[at..], n);
-                    }
-                    // Aᵀ on the columns (j), then on the rows (i).
-                    let mut s = [[[0.0f32; LANES]; 2]; 4];
-                    for i in 0..4 {
+        for (t0, n) in chunks(tl, t_n) {
+            let mut mm = [[0.0f32; LANES]; 16];
+            for (xi, lane) in mm.iter_mut().enumerate() {
+                copy_lanes(lane, &m[(xi * o + oc) * t_n + t0..], n);
+            }
+            // Aᵀ on the columns (j), then on the rows (i); out[a][j]: output pixel (a, j).
+            let mut s = [[[0.0f32; LANES]; 2]; 4];
+            for i in 0..4 {
+                for l in 0..LANES {
+                    let [m0, m1, m2, m3] = [
+                        mm[i * 4][l],
+                        mm[i * 4 + 1][l],
+                        mm[i * 4 + 2][l],
+                        mm[i * 4 + 3][l],
+                    ];
+                    s[i][0][l] = m0 + m1 + m2;
+                    s[i][1][l] = m1 - m2 - m3;
+                }
+            }
+            let mut out = [[[0.0f32; LANES]; 2]; 2];
+            for j in 0..2 {
+                for l in 0..LANES {
+                    let [a0, a1, a2, a3] = [s[0][j][l], s[1][j][l], s[2][j][l], s[3][j][l]];
+                    let (u, w) = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv);
+                    out[0][j][l] = if relu { u.max(0.0) } else { u };
+                    out[1][j][l] = if relu { w.max(0.0) } else { w };
+                }
+            }
+            if tl.tw >= LANES {
+                // Adjacent tiles of one tile row: interleaved stores along two output rows.
+                let base = addr.out[t0] + oc * np;
+                let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
+                let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+                for (a, pair) in out.iter().enumerate().take(rows) {
+                    // SAFETY: these output pixels belong to this block's tiles only.
+                    let yrow = unsafe {
+                        std::slice::from_raw_parts_mut(yp.get().add(base + a * wo), cols)
+                    };
+                    if cols == 2 * LANES {
+                        let d: &mut [f32; 2 * LANES] = yrow.try_into().unwrap();
                         for l in 0..LANES {
-                            let [m0, m1, m2, m3] = [
-                                mm[i * 4][l],
-                                mm[i * 4 + 1][l],
-                                mm[i * 4 + 2][l],
-                                mm[i * 4 + 3][l],
-                            ];
-                            s[i][0][l] = m0 + m1 + m2;
-                            s[i][1][l] = m1 - m2 - m3;
+                            d[2 * l] = pair[0][l];
+                            d[2 * l + 1] = pair[1][l];
+                        }
+                    } else {
+                        for (k, px) in yrow.iter_mut().enumerate() {
+                            *px = pair[k % 2][k / 2];
                         }
                     }
-                    let mut out = [[[0.0f32; LANES]; 2]; 2];
-                    for j in 0..2 {
-                        for l in 0..LANES {
-                            let [a0, a1, a2, a3] = [s[0][j][l], s[1][j][l], s[2][j][l], s[3][j][l]];
-                            let (u, w) = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv);
-                            out[0][j][l] = if relu { u.max(0.0) } else { u };
-                            out[1][j][l] = if relu { w.max(0.0) } else { w };
+                }
+            } else {
+                for l in 0..n {
+                    let (base, edge) = (addr.out[t0 + l] + oc * np, addr.edge[t0 + l]);
+                    // SAFETY: as above; the edge bits keep the writes inside the image.
+                    unsafe {
+                        let y = yp.get().add(base);
+                        *y = out[0][0][l];
+                        if edge & 1 != 0 {
+                            *y.add(1) = out[0][1][l];
                         }
-                    }
-                    for (a, pair) in out.iter().enumerate() {
-                        let oh = 2 * ty + a;
-                        if oh >= g.ho {
-                            break;
-                        }
-                        // SAFETY: output row oh of (b, oc) is covered by this block's tiles only.
-                        let yrow = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                yp.get().add((b * o + oc) * np + oh * g.wo),
-                                g.wo,
-                            )
-                        };
-                        if 2 * (tx0 + LANES) <= g.wo {
-                            // A full chunk: one fixed-size interleaving store.
-                            let d: &mut [f32; 2 * LANES] = (&mut yrow
-                                [2 * tx0..2 * tx0 + 2 * LANES])
-                                .try_into()
-                                .unwrap();
-                            for l in 0..LANES {
-                                d[2 * l] = pair[0][l];
-                                d[2 * l + 1] = pair[1][l];
+                        if edge & 2 != 0 {
+                            *y.add(wo) = out[1][0][l];
+                            if edge & 1 != 0 {
+                                *y.add(wo + 1) = out[1][1][l];
                             }
-                            continue;
-                        }
-                        let cols = &mut yrow[2 * tx0..(2 * (tx0 + n)).min(g.wo)];
-                        let mut it = cols.chunks_exact_mut(2);
-                        for (l, px) in (&mut it).enumerate() {
-                            px[0] = pair[0][l];
-                            px[1] = pair[1][l];
-                        }
-                        if let [last] = it.into_remainder() {
-                            *last = pair[0][n - 1];
                         }
                     }
                 }
@@ -498,85 +583,83 @@ fn transform_output_generic(
 }
 
 dispatch!(fn transform_output / transform_output_generic(
-    g: &Geom, tl: &Tiles, m: &[f32], r0: usize, r1: usize, bias: Option<&[f32]>, relu: bool,
+    g: &Geom, tl: &Tiles, addr: &Addr, m: &[f32], t_n: usize, bias: Option<&[f32]>, relu: bool,
     yp: SendPtr,
 ));
 
-/// `dM[ξ][o][t] = (A dY Aᵀ)[ξ]` for the tiles of rows `r0..r1`, from the output gradient `gy`
-/// (zero outside the output); `A y = (y0, y0 + y1, y0 − y1, −y1)`.
+/// `dM[ξ][o][t] = (A dY Aᵀ)[ξ]` for a block's tiles, from the output gradient `gy` (zero
+/// outside the output); `A y = (y0, y0 + y1, y0 − y1, −y1)`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn transform_output_grad_generic(
     g: &Geom,
     tl: &Tiles,
+    addr: &Addr,
     gy: &[f32],
-    r0: usize,
-    r1: usize,
+    t_n: usize,
     m: &mut [f32],
 ) {
-    let (o, tw) = (g.o, tl.tw);
-    let t_n = (r1 - r0) * tw;
-    let np = g.ho * g.wo;
+    let (o, wo) = (g.o, g.wo);
+    let np = g.ho * wo;
     for oc in 0..o {
-        for (b, ty0, ty1, t_base) in segments(tl, r0, r1) {
-            for ty in ty0..ty1 {
-                let t_row = t_base + (ty - ty0) * tw;
-                for tx0 in (0..tw).step_by(LANES) {
-                    let n = LANES.min(tw - tx0);
-                    // y[a][j][l]: output-gradient pixel (a, j) of tile tx0 + l.
-                    let mut y = [[[0.0f32; LANES]; 2]; 2];
-                    for (a, ya) in y.iter_mut().enumerate() {
-                        let oh = 2 * ty + a;
-                        if oh >= g.ho {
-                            break;
-                        }
-                        let off = (b * o + oc) * np + oh * g.wo;
-                        if 2 * (tx0 + LANES) <= g.wo {
-                            let s: &[f32; 2 * LANES] = (&gy
-                                [off + 2 * tx0..off + 2 * tx0 + 2 * LANES])
-                                .try_into()
-                                .unwrap();
-                            for l in 0..LANES {
-                                ya[0][l] = s[2 * l];
-                                ya[1][l] = s[2 * l + 1];
-                            }
-                            continue;
-                        }
-                        let cols = &gy[off + 2 * tx0..off + (2 * (tx0 + n)).min(g.wo)];
-                        let mut it = cols.chunks_exact(2);
-                        for (l, px) in (&mut it).enumerate() {
-                            ya[0][l] = px[0];
-                            ya[1][l] = px[1];
-                        }
-                        if let [last] = it.remainder() {
-                            ya[0][n - 1] = *last;
-                        }
-                    }
-                    // A on the columns (j), then on the rows (i).
-                    let mut cj = [[[0.0f32; LANES]; 4]; 2];
-                    for a in 0..2 {
+        for (t0, n) in chunks(tl, t_n) {
+            // y[a][j][l]: output-gradient pixel (a, j) of tile t0 + l.
+            let mut y = [[[0.0f32; LANES]; 2]; 2];
+            if tl.tw >= LANES {
+                let base = addr.out[t0] + oc * np;
+                let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
+                let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+                for (a, ya) in y.iter_mut().enumerate().take(rows) {
+                    let src = &gy[base + a * wo..base + a * wo + cols];
+                    if cols == 2 * LANES {
+                        let s: &[f32; 2 * LANES] = src.try_into().unwrap();
                         for l in 0..LANES {
-                            let (y0, y1) = (y[a][0][l], y[a][1][l]);
-                            cj[a][0][l] = y0;
-                            cj[a][1][l] = y0 + y1;
-                            cj[a][2][l] = y0 - y1;
-                            cj[a][3][l] = -y1;
+                            ya[0][l] = s[2 * l];
+                            ya[1][l] = s[2 * l + 1];
+                        }
+                    } else {
+                        for (k, px) in src.iter().enumerate() {
+                            ya[k % 2][k / 2] = *px;
                         }
                     }
-                    for j in 0..4 {
-                        let mut out = [[0.0f32; LANES]; 4];
-                        for l in 0..LANES {
-                            let (c0, c1) = (cj[0][j][l], cj[1][j][l]);
-                            out[0][l] = c0;
-                            out[1][l] = c0 + c1;
-                            out[2][l] = c0 - c1;
-                            out[3][l] = -c1;
-                        }
-                        for (i, vals) in out.iter().enumerate() {
-                            let at = ((i * 4 + j) * o + oc) * t_n + t_row + tx0;
-                            copy_lanes(&mut m[at..], vals, n);
+                }
+            } else {
+                for l in 0..n {
+                    let (base, edge) = (addr.out[t0 + l] + oc * np, addr.edge[t0 + l]);
+                    y[0][0][l] = gy[base];
+                    if edge & 1 != 0 {
+                        y[0][1][l] = gy[base + 1];
+                    }
+                    if edge & 2 != 0 {
+                        y[1][0][l] = gy[base + wo];
+                        if edge & 1 != 0 {
+                            y[1][1][l] = gy[base + wo + 1];
                         }
                     }
+                }
+            }
+            // A on the columns (j), then on the rows (i).
+            let mut cj = [[[0.0f32; LANES]; 4]; 2];
+            for a in 0..2 {
+                for l in 0..LANES {
+                    let (y0, y1) = (y[a][0][l], y[a][1][l]);
+                    cj[a][0][l] = y0;
+                    cj[a][1][l] = y0 + y1;
+                    cj[a][2][l] = y0 - y1;
+                    cj[a][3][l] = -y1;
+                }
+            }
+            for j in 0..4 {
+                let mut out = [[0.0f32; LANES]; 4];
+                for l in 0..LANES {
+                    let (c0, c1) = (cj[0][j][l], cj[1][j][l]);
+                    out[0][l] = c0;
+                    out[1][l] = c0 + c1;
+                    out[2][l] = c0 - c1;
+                    out[3][l] = -c1;
+                }
+                for (i, vals) in out.iter().enumerate() {
+                    let at = ((i * 4 + j) * o + oc) * t_n + t0;
+                    copy_lanes(&mut m[at..], vals, n);
                 }
             }
         }
@@ -584,23 +667,28 @@ fn transform_output_grad_generic(
 }
 
 dispatch!(fn transform_output_grad / transform_output_grad_generic(
-    g: &Geom, tl: &Tiles, gy: &[f32], r0: usize, r1: usize, m: &mut [f32],
+    g: &Geom, tl: &Tiles, addr: &Addr, gy: &[f32], t_n: usize, m: &mut [f32],
 ));
 
-/// The per-thread buffers of one block: `V` (`[16, C, T]`) and zeroed even / odd planes.
+/// The per-thread buffers of one block: `V` (`[16, C, T]`), zeroed even / odd planes (one per
+/// image segment) and the tiles' addresses.
 fn block_buffers<'a>(
     sc: &'a mut Scratch,
     g: &Geom,
     tl: &Tiles,
-    t_n: usize,
-) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
-    let plane = (2 * tl.th + 2) * even_odd_width(tl);
+    r0: usize,
+    r1: usize,
+) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a Addr) {
+    let t_n = (r1 - r0) * tl.tw;
+    let nseg = segments(tl, r0, r1).count();
+    let planes = nseg * (2 * tl.th + 2) * even_odd_width(tl);
     let v = grow(&mut sc.v, 16 * g.c * t_n);
-    let even = grow(&mut sc.even, plane);
+    let even = grow(&mut sc.even, planes);
     even.fill(0.0);
-    let odd = grow(&mut sc.odd, plane);
+    let odd = grow(&mut sc.odd, planes);
     odd.fill(0.0);
-    (v, even, odd)
+    sc.addr.fill(g, tl, r0, r1);
+    (v, even, odd, &sc.addr)
 }
 
 /// Forward convolution (+ optional bias, optional ReLU) of a 3×3 stride-1 layer.
@@ -623,11 +711,11 @@ pub(crate) fn conv_fwd(
             let t_n = (r1 - r0) * tl.tw;
             SCRATCH.with(|sc| {
                 let sc = &mut *sc.borrow_mut();
-                let (v, even, odd) = block_buffers(sc, g, &tl, t_n);
-                transform_input(g, &tl, x, r0, r1, v, even, odd);
+                let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
+                transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
                 multiply(g, &u, &sc.v, m, t_n, par);
-                transform_output(g, &tl, m, r0, r1, bias, relu, yp);
+                transform_output(g, &tl, &sc.addr, m, t_n, bias, relu, yp);
             });
         },
     );
@@ -647,10 +735,10 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
             let t_n = (r1 - r0) * tl.tw;
             SCRATCH.with(|sc| {
                 let sc = &mut *sc.borrow_mut();
-                let (v, even, odd) = block_buffers(sc, g, &tl, t_n);
-                transform_input(g, &tl, x, r0, r1, v, even, odd);
+                let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
+                transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * o * t_n);
-                transform_output_grad(g, &tl, gy, r0, r1, m);
+                transform_output_grad(g, &tl, &sc.addr, gy, t_n, m);
                 // dU[ξ] (O×C) += dM[ξ] (O×T) · V[ξ]ᵀ (T×C)
                 for xi in 0..16 {
                     // SAFETY: the matrices lie inside their slices with the given strides.

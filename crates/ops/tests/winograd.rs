@@ -41,26 +41,35 @@ proptest! {
 fn vgg_like_layers() {
     let _guard = lock();
     set_conv_algo(ConvAlgo::Winograd);
-    for (c, o, h, w, p, relu) in [
-        (64, 64, 24, 24, 1, true),
-        (32, 48, 13, 11, 1, false),
-        (16, 24, 7, 9, 0, true),
-        (24, 16, 6, 6, 2, true),
-    ] {
-        let case = Case {
-            b: 3,
-            c,
-            h,
-            w,
-            o,
-            k: 3,
-            s: 1,
-            p,
-            bias: true,
-            relu,
-            seed: 11,
-        };
-        check_conv(&case).unwrap();
+    for block in [1 << 23, 4096] {
+        set_winograd_block(block);
+        for (c, o, h, w, p, relu) in [
+            (64, 64, 24, 24, 1, true),
+            (32, 48, 13, 11, 1, false),
+            (16, 24, 7, 9, 0, true),
+            (24, 16, 6, 6, 2, true),
+            // Rows of 16 tiles and more take the row-chunked transforms; odd sizes end a row
+            // with a half tile.
+            (16, 16, 33, 35, 1, true),
+            (8, 24, 34, 47, 0, false),
+            (16, 8, 20, 64, 2, true),
+            (4, 4, 5, 97, 1, false),
+        ] {
+            let case = Case {
+                b: 3,
+                c,
+                h,
+                w,
+                o,
+                k: 3,
+                s: 1,
+                p,
+                bias: true,
+                relu,
+                seed: 11,
+            };
+            check_conv(&case).unwrap();
+        }
     }
 }
 
