@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p pyramid-ops --example opbench -- [--batch 32] [--reps 3] [--no-candle]
-//!     [--tile BYTES --min-cols N] [--wino-block FLOATS] [--cpu] [--only SUBSTRING]
+//!     [--tile BYTES --min-cols N] [--wino-block FLOATS] [--input 96|32] [--cpu]
+//!     [--only SUBSTRING]
 //! ```
 //!
 //! The convolution algorithm follows `PYRAMID_CONV_ALGO` (`auto`, `im2col`, `winograd`).
@@ -95,7 +96,10 @@ fn main() -> candle_core::Result<()> {
     ];
     let only: String = arg("--only", String::new());
     let mut tot = [0f64; 4];
+    // `--input 32`: the same layers for a 32×32 input (names keep the 96×96 sizes).
+    let input: usize = arg("--input", 96);
     for (name, hw, cin, cout) in shapes {
+        let hw = (hw * input / 96).max(1);
         if !name.contains(only.as_str()) {
             continue;
         }

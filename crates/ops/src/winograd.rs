@@ -16,7 +16,7 @@
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
 
-use crate::conv::{grow, run_units, Geom, SendPtr};
+use crate::conv::{alloc_overwritten, grow, run_units, Geom, SendPtr};
 use gemm::Parallelism;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,7 +43,7 @@ const ALGO_UNSET: usize = usize::MAX;
 static ALGO: AtomicUsize = AtomicUsize::new(ALGO_UNSET);
 /// Target floats of one block's transformed input and output together (`16 (C + O) × tiles`);
 /// a benchmark knob.
-static BLOCK_FLOATS: AtomicUsize = AtomicUsize::new(1 << 23);
+static BLOCK_FLOATS: AtomicUsize = AtomicUsize::new(1 << 20);
 
 /// Sets the CPU convolution algorithm for the whole process. Without a call, the environment
 /// variable `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`) decides, and `auto` otherwise.
@@ -134,12 +134,18 @@ impl Tiles {
     }
 }
 
-fn transform_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
-    let (o, c) = (g.o, g.c);
-    let mut u = vec![0.0f32; 16 * o * c];
-    for oc in 0..o {
-        for ci in 0..c {
-            let k = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
+/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g = w[o][c]` of `w` `[O, C, 3, 3]`. With
+/// `flip`, the kernels of the transposed convolution instead (the input gradient's):
+/// `U[ξ][c][o]` from `g` rotated by 180°.
+fn transform_weights(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
+    let mut u = alloc_overwritten(16 * o * c);
+    let (rows, cols) = if flip { (c, o) } else { (o, c) };
+    // Walk the destination in order: row r, column q of every U[ξ].
+    for r in 0..rows {
+        for q in 0..cols {
+            let (oc, ci) = if flip { (q, r) } else { (r, q) };
+            let src = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
+            let k: [f32; 9] = std::array::from_fn(|i| if flip { src[8 - i] } else { src[i] });
             // G on the columns of g (each column is 3 taps), then on the rows.
             let mut t = [[0.0f32; 3]; 4];
             for j in 0..3 {
@@ -153,7 +159,7 @@ fn transform_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
                 let [a, b, d] = *row;
                 let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
                 for (j, v) in vals.into_iter().enumerate() {
-                    u[((i * 4 + j) * o + oc) * c + ci] = v;
+                    u[((i * 4 + j) * rows + r) * cols + q] = v;
                 }
             }
         }
@@ -165,7 +171,7 @@ fn transform_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
 fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
     let (o, c) = (g.o, g.c);
     let oc_n = o * c;
-    let mut gw = vec![0.0f32; oc_n * 9];
+    let mut gw = alloc_overwritten(oc_n * 9);
     for idx in 0..oc_n {
         let u = |i: usize, j: usize| du[(i * 4 + j) * oc_n + idx];
         // Gᵀ on the rows: 4 → 3.
@@ -378,7 +384,7 @@ fn fill_even_odd(
             &mut odd[q * ew..(q + 1) * ew],
         );
         // Input columns 2k and 2k + 1 land at padded p + 2k and p + 2k + 1.
-        let (first, second, shift) = if p % 2 == 0 {
+        let (first, second, shift) = if p.is_multiple_of(2) {
             (e, o, (p / 2, p / 2))
         } else {
             (o, e, (p / 2, p / 2 + 1))
@@ -699,8 +705,26 @@ pub(crate) fn conv_fwd(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.b * g.o * g.ho * g.wo];
-    let u = transform_weights(g, w);
+    conv_fwd_transformed(g, x, &transform_weights(w, g.o, g.c, false), bias, relu)
+}
+
+/// Input gradient of the 3×3 stride-1 layer `g` with weights `w` `[O, C, 3, 3]`: the forward
+/// convolution of `gy` with the rotated, transposed kernels (padding 2 − p), whose transform
+/// is taken straight from `w`.
+pub(crate) fn conv_input_grad(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+    let gg = Geom::new(g.b, g.o, g.ho, g.wo, g.c, 3, 1, 2 - g.p).expect("transposed geometry");
+    conv_fwd_transformed(&gg, gy, &transform_weights(w, g.o, g.c, true), None, false)
+}
+
+fn conv_fwd_transformed(
+    g: &Geom,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    // The tiles cover every output pixel.
+    let mut y = alloc_overwritten(g.b * g.o * g.ho * g.wo);
     let tl = Tiles::new(g, 16 * (g.c + g.o));
     let yp = SendPtr(y.as_mut_ptr());
     run_units(
@@ -714,7 +738,7 @@ pub(crate) fn conv_fwd(
                 let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
                 transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
-                multiply(g, &u, &sc.v, m, t_n, par);
+                multiply(g, u, &sc.v, m, t_n, par);
                 transform_output(g, &tl, &sc.addr, m, t_n, bias, relu, yp);
             });
         },
@@ -729,7 +753,8 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let tl = Tiles::new(g, 16 * (g.c + g.o));
     let accs = run_units(
         tl.nblocks,
-        || (vec![0.0f32; 16 * o * c], false),
+        // Written by the first block's gemms (`read_dst = started`).
+        || (alloc_overwritten(16 * o * c), false),
         |(du, started), bi, par| {
             let (r0, r1) = tl.block(g, bi);
             let t_n = (r1 - r0) * tl.tw;
