@@ -138,10 +138,13 @@ impl Tiles {
 /// `flip`, the kernels of the transposed convolution instead (the input gradient's):
 /// `U[ξ][c][o]` from `g` rotated by 180°.
 fn transform_weights(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut u = alloc_overwritten(16 * o * c);
     let (rows, cols) = if flip { (c, o) } else { (o, c) };
-    // Walk the destination in order: row r, column q of every U[ξ].
-    for r in 0..rows {
+    let up = SendPtr(u.as_mut_ptr());
+    // Row r, column q of every U[ξ]; rows in parallel (a serial pass here idles the other
+    // cores for a 16 MB write on 512-channel layers).
+    (0..rows).into_par_iter().with_min_len(8).for_each(|r| {
         for q in 0..cols {
             let (oc, ci) = if flip { (q, r) } else { (r, q) };
             let src = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
@@ -159,37 +162,40 @@ fn transform_weights(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
                 let [a, b, d] = *row;
                 let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
                 for (j, v) in vals.into_iter().enumerate() {
-                    u[((i * 4 + j) * rows + r) * cols + q] = v;
+                    // SAFETY: in bounds; row r of each U[ξ] is written by this task only.
+                    unsafe { *up.get().add(((i * 4 + j) * rows + r) * cols + q) = v };
                 }
             }
         }
-    }
+    });
     u
 }
 
 /// `dW[o][c] = Gᵀ dU[·][o][c] G` (3×3 from 4×4), into `[O, C, 3, 3]`.
 fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
-    let (o, c) = (g.o, g.c);
-    let oc_n = o * c;
+    use rayon::prelude::*;
+    let oc_n = g.o * g.c;
     let mut gw = alloc_overwritten(oc_n * 9);
-    for idx in 0..oc_n {
-        let u = |i: usize, j: usize| du[(i * 4 + j) * oc_n + idx];
-        // Gᵀ on the rows: 4 → 3.
-        let mut t = [[0.0f32; 4]; 3];
-        for j in 0..4 {
-            let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
-            t[0][j] = u0 + 0.5 * (u1 + u2);
-            t[1][j] = 0.5 * (u1 - u2);
-            t[2][j] = 0.5 * (u1 + u2) + u3;
-        }
-        let out = &mut gw[idx * 9..idx * 9 + 9];
-        for (i, row) in t.iter().enumerate() {
-            let [u0, u1, u2, u3] = *row;
-            out[i * 3] = u0 + 0.5 * (u1 + u2);
-            out[i * 3 + 1] = 0.5 * (u1 - u2);
-            out[i * 3 + 2] = 0.5 * (u1 + u2) + u3;
-        }
-    }
+    gw.par_chunks_mut(9)
+        .enumerate()
+        .with_min_len(256)
+        .for_each(|(idx, out)| {
+            let u = |i: usize, j: usize| du[(i * 4 + j) * oc_n + idx];
+            // Gᵀ on the rows: 4 → 3.
+            let mut t = [[0.0f32; 4]; 3];
+            for j in 0..4 {
+                let (u0, u1, u2, u3) = (u(0, j), u(1, j), u(2, j), u(3, j));
+                t[0][j] = u0 + 0.5 * (u1 + u2);
+                t[1][j] = 0.5 * (u1 - u2);
+                t[2][j] = 0.5 * (u1 + u2) + u3;
+            }
+            for (i, row) in t.iter().enumerate() {
+                let [u0, u1, u2, u3] = *row;
+                out[i * 3] = u0 + 0.5 * (u1 + u2);
+                out[i * 3 + 1] = 0.5 * (u1 - u2);
+                out[i * 3 + 2] = 0.5 * (u1 + u2) + u3;
+            }
+        });
     gw
 }
 
@@ -799,8 +805,12 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let du = match it.next() {
         None => vec![0.0f32; 16 * o * c],
         Some(mut first) => {
+            use rayon::prelude::*;
             for a in it {
-                first.iter_mut().zip(&a).for_each(|(d, s)| *d += *s);
+                first
+                    .par_chunks_mut(1 << 14)
+                    .zip(a.par_chunks(1 << 14))
+                    .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += *s));
             }
             first
         }
