@@ -135,8 +135,7 @@ fn plan(g: &Geom, nthreads: usize) -> Plan {
         let per_thread = g.b.div_ceil(nthreads).max(1);
         nb = nb.min(per_thread);
         let mut nunits = g.b.div_ceil(nb);
-        #[allow(clippy::manual_is_multiple_of)] // MSRV 1.85
-        if nunits > nthreads && nunits % nthreads != 0 {
+        if nunits > nthreads && !nunits.is_multiple_of(nthreads) {
             let target = nunits.div_ceil(nthreads) * nthreads;
             nb = g.b.div_ceil(target).max(1);
             nunits = g.b.div_ceil(nb);

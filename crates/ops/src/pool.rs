@@ -13,7 +13,8 @@ fn planes_per_task(plane: usize) -> usize {
 
 pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
-    let mut y = vec![0.0f32; planes * ho * wo];
+    // Every output element is written below.
+    let mut y = crate::conv::alloc_overwritten(planes * ho * wo);
     if y.is_empty() {
         return y;
     }
@@ -47,7 +48,13 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
 
 pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
-    let mut gx = vec![0.0f32; planes * h * w];
+    // The windows cover every input element when both sizes are even; an odd trailing row or
+    // column gets no gradient and must start at zero.
+    let mut gx = if h.is_multiple_of(2) && w.is_multiple_of(2) {
+        crate::conv::alloc_overwritten(planes * h * w)
+    } else {
+        vec![0.0f32; planes * h * w]
+    };
     if gx.is_empty() || ho * wo == 0 {
         return gx;
     }
