@@ -323,9 +323,15 @@ fn run_single(case: &Case, iters: usize, dev_name: &str, threads: usize) -> Resu
     let labels = Tensor::from_vec(labels, case.batch, &dev)?;
     let mut opt = pyramid_train::optim::OptimizerConfig::default()
         .build(vec![("all".into(), model.params().to_vec())])?;
+    // Which CPU convolution ran (PYRAMID_CONV_ALGO), so a JSON file says what it measured.
+    let version = if backend == Backend::Fast && dev.is_cpu() {
+        format!("candle 0.11.1, conv {:?}", pyramid_ops::conv_algo()).to_lowercase()
+    } else {
+        "candle 0.11.1".into()
+    };
     let mut raw = Raw {
         threads,
-        version: "candle 0.11.1".into(),
+        version,
         ..Raw::default()
     };
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
