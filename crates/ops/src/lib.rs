@@ -1,7 +1,9 @@
 //! Fast CPU `conv2d` (+ fused bias/ReLU) and 2x2 max-pool for candle, with their own backward.
 //!
 //! candle 0.11's CPU conv backward is a direct loop and much slower than PyTorch; these ops use
-//! im2col / col2im and the `gemm` crate (AVX-512 kernels enabled), spread over rayon threads.
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 layers (forward, input and weight gradients) and
+//! im2col / col2im elsewhere, over the `gemm` crate (AVX-512 kernels enabled), spread over rayon
+//! threads. [`set_conv_algo`] / `PYRAMID_CONV_ALGO` choose between them.
 //! They are candle [`CustomOp2`]/[`CustomOp3`]/[`CustomOp1`] ops, so autograd works through them
 //! (gradients for the input, the weight and the bias).
 //!
@@ -43,8 +45,8 @@ pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
-    /// im2col + gemm custom ops on the CPU for f32 (and cuDNN convs on CUDA with the `cudnn`
-    /// feature); falls back to candle elsewhere.
+    /// Winograd / im2col + gemm custom ops on the CPU for f32 (and cuDNN convs on CUDA with the
+    /// `cudnn` feature); falls back to candle elsewhere.
     #[default]
     Fast,
     /// candle's built-in ops.
