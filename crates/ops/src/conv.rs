@@ -182,6 +182,51 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, or `dst += lhs · rhs` with `accumulate`, in f32. `dst` has
+/// unit column stride and row stride `dst_rs`; `lhs` and `rhs` are given as
+/// `(column stride, row stride)`.
+///
+/// # Safety
+/// The three matrices lie inside live allocations with these strides, and `dst` overlaps
+/// neither input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_cs, lhs_rs): (usize, usize),
+    rhs: *const f32,
+    (rhs_cs, rhs_rs): (usize, usize),
+    par: Parallelism,
+) {
+    // alpha (the factor on dst) only counts when `read_dst`; beta scales lhs·rhs.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
 /// A vector of `n` floats for a caller that writes every element before reading any: skips
 /// the zeroing, a memset of up to hundreds of MB per training step.
 #[allow(clippy::uninit_vec)]
@@ -243,6 +288,26 @@ pub(crate) fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Paral
         });
         accs.into_iter().flatten().collect()
     }
+}
+
+/// Sums per-worker accumulators in worker order, so that the result does not depend on
+/// scheduling. `None` marks a worker that ran no unit; with no accumulator at all the sum is `n`
+/// zeros.
+pub(crate) fn sum_accumulators(
+    per_worker: impl IntoIterator<Item = Option<Vec<f32>>>,
+    n: usize,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut it = per_worker.into_iter().flatten();
+    let Some(mut sum) = it.next() else {
+        return vec![0.0; n];
+    };
+    for a in it {
+        sum.par_chunks_mut(1 << 14)
+            .zip(a.par_chunks(1 << 14))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += *s));
+    }
+    sum
 }
 
 /// Output-column range `[lo, hi)` of a stride-1 row for kernel column `kw`: the columns whose
@@ -434,7 +499,7 @@ pub(crate) fn conv_fwd(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    if g.b * g.out_img() > 0 && crate::winograd::applies(g) {
+    if crate::winograd::applies(g) {
         return crate::winograd::conv_fwd(g, x, w, bias, relu);
     }
     // Every output pixel is written: by the gemm (nb == 1) or by the scatter below.
@@ -472,25 +537,17 @@ pub(crate) fn conv_fwd(
                         (grow(&mut sc.out, o * n).as_mut_ptr(), n)
                     };
                     unsafe {
-                        gemm::gemm(
+                        gemm_f32(
                             o,
                             n,
                             kk,
                             dst,
-                            1,
-                            dst_rs as isize,
+                            dst_rs,
                             false,
                             w.as_ptr(),
-                            1,
-                            kk as isize,
+                            (1, kk),
                             rhs,
-                            1,
-                            rhs_rs as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
+                            (1, rhs_rs),
                             par,
                         );
                     }
@@ -602,33 +659,29 @@ pub(crate) fn conv_bwd(
     // depth O*K*K and no col2im scatter.
     let flipped = g.s == 1 && g.p < g.k;
     let mut gx = None;
-    let gg_wino = flipped
-        && g.b * g.in_img() > 0
-        && crate::winograd::applies(
-            &Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p)
-                .expect("transposed geometry"),
-        );
-    if need_x && gg_wino {
-        gx = Some(crate::winograd::conv_input_grad(g, gy, w));
-    } else if need_x && flipped {
+    if need_x && flipped {
         let gg =
             Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p).expect("transposed geometry");
         debug_assert_eq!((gg.ho, gg.wo), (g.h, g.w));
-        let k2 = g.k * g.k;
-        let mut wf = alloc_overwritten(w.len());
-        for oc in 0..o {
-            for ci in 0..g.c {
-                let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
-                let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
+        gx = Some(if crate::winograd::applies(&gg) {
+            crate::winograd::conv_input_grad(&gg, gy, w)
+        } else {
+            let k2 = g.k * g.k;
+            let mut wf = alloc_overwritten(w.len());
+            for oc in 0..o {
+                for ci in 0..g.c {
+                    let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
+                    let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
                 }
             }
-        }
-        gx = Some(conv_fwd(&gg, gy, &wf, None, false));
+            conv_fwd(&gg, gy, &wf, None, false)
+        });
     }
     // The weight gradient of a 3×3 stride-1 layer goes through Winograd when it applies.
-    let wino_w = need_w && g.b * np > 0 && crate::winograd::applies(g);
+    let wino_w = need_w && crate::winograd::applies(g);
     let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy));
     let need_w = need_w && !wino_w;
     let col2im_x = need_x && !flipped;
@@ -639,7 +692,7 @@ pub(crate) fn conv_bwd(
     let nt = rayon::current_num_threads().max(1);
     let pl = plan(g, nt);
     let any = need_w || need_b || col2im_x;
-    let accs = run_units(
+    let mut accs = run_units(
         if g.b * np == 0 || !any { 0 } else { pl.nunits },
         || {
             (
@@ -696,25 +749,17 @@ pub(crate) fn conv_bwd(
                         };
                         // gw[O, KK] += G[O, n] * col^T[n, KK]
                         unsafe {
-                            gemm::gemm(
+                            gemm_f32(
                                 o,
                                 kk,
                                 n,
                                 gw_acc.as_mut_ptr(),
-                                1,
-                                kk as isize,
+                                kk,
                                 *gw_init,
                                 gm,
-                                1,
-                                gm_rs as isize,
+                                (1, gm_rs),
                                 rhs,
-                                ld as isize,
-                                1,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
+                                (ld, 1),
                                 par,
                             );
                         }
@@ -724,25 +769,17 @@ pub(crate) fn conv_bwd(
                         let col = grow(&mut sc.col, kk * n);
                         // gcol[KK, n] = W^T[KK, O] * G[O, n]
                         unsafe {
-                            gemm::gemm(
+                            gemm_f32(
                                 kk,
                                 n,
                                 o,
                                 col.as_mut_ptr(),
-                                1,
-                                n as isize,
+                                n,
                                 false,
                                 w.as_ptr(),
-                                kk as isize,
-                                1,
+                                (kk, 1),
                                 gm,
-                                1,
-                                gm_rs as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
+                                (1, gm_rs),
                                 par,
                             );
                         }
@@ -753,17 +790,10 @@ pub(crate) fn conv_bwd(
         },
     );
     let gw = need_w.then(|| {
-        let mut it = accs.iter().filter(|a| a.2);
-        match it.next() {
-            None => vec![0.0f32; o * kk],
-            Some(first) => {
-                let mut out = first.0.clone();
-                for a in it {
-                    out.iter_mut().zip(&a.0).for_each(|(d, s)| *d += *s);
-                }
-                out
-            }
-        }
+        let per_worker = accs
+            .iter_mut()
+            .map(|a| a.2.then(|| std::mem::take(&mut a.0)));
+        sum_accumulators(per_worker, o * kk)
     });
     let gb = need_b.then(|| {
         let mut out = vec![0.0f64; o];

@@ -16,7 +16,7 @@
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
 
-use crate::conv::{alloc_overwritten, grow, run_units, Geom, SendPtr};
+use crate::conv::{alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, Geom, SendPtr};
 use gemm::Parallelism;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,7 +87,8 @@ pub fn set_winograd_block(floats: usize) {
 
 /// Whether the Winograd path handles this geometry under the current [`ConvAlgo`].
 pub(crate) fn applies(g: &Geom) -> bool {
-    let shape_ok = g.k == 3 && g.s == 1 && g.p <= 2 && g.b > 0 && g.ho > 0 && g.wo > 0;
+    // Empty convolutions (a zero size anywhere) stay on the im2col path, which handles them.
+    let shape_ok = g.k == 3 && g.s == 1 && g.p <= 2 && g.b * g.c * g.o * g.ho * g.wo > 0;
     shape_ok
         && match conv_algo() {
             ConvAlgo::Im2col => false,
@@ -108,10 +109,12 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(g: &Geom, width: usize) -> Self {
+    fn new(g: &Geom) -> Self {
         let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
         let total_rows = g.b * th;
-        let target_tiles = (BLOCK_FLOATS.load(Ordering::Relaxed) / width.max(1)).max(1);
+        // A tile takes 16 (C + O) floats of transformed input and output.
+        let per_tile = 16 * (g.c + g.o);
+        let target_tiles = (BLOCK_FLOATS.load(Ordering::Relaxed) / per_tile).max(1);
         let mut rows = (target_tiles / tw).clamp(1, total_rows);
         // Enough blocks for every thread, in a multiple of the thread count when that is cheap.
         let nt = rayon::current_num_threads().max(1);
@@ -205,25 +208,17 @@ fn multiply(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t_n: usize, par: Para
     for xi in 0..16 {
         // SAFETY: the three matrices lie inside their slices with the given strides.
         unsafe {
-            gemm::gemm(
+            gemm_f32(
                 o,
                 t_n,
                 c,
                 m[xi * o * t_n..].as_mut_ptr(),
-                1,
-                t_n as isize,
+                t_n,
                 false,
                 u[xi * o * c..].as_ptr(),
-                1,
-                c as isize,
+                (1, c),
                 v[xi * c * t_n..].as_ptr(),
-                1,
-                t_n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                (1, t_n),
                 par,
             );
         }
@@ -714,12 +709,11 @@ pub(crate) fn conv_fwd(
     conv_fwd_transformed(g, x, &transform_weights(w, g.o, g.c, false), bias, relu)
 }
 
-/// Input gradient of the 3×3 stride-1 layer `g` with weights `w` `[O, C, 3, 3]`: the forward
-/// convolution of `gy` with the rotated, transposed kernels (padding 2 − p), whose transform
-/// is taken straight from `w`.
-pub(crate) fn conv_input_grad(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    let gg = Geom::new(g.b, g.o, g.ho, g.wo, g.c, 3, 1, 2 - g.p).expect("transposed geometry");
-    conv_fwd_transformed(&gg, gy, &transform_weights(w, g.o, g.c, true), None, false)
+/// Input gradient of a 3×3 stride-1 layer with weights `w` `[O, C, 3, 3]`, as the forward
+/// convolution `gg` (input `gy` `[B, O, Ho, Wo]`, output `[B, C, H, W]`, padding 2 − p) with the
+/// rotated, transposed kernels, whose transform is taken straight from `w`.
+pub(crate) fn conv_input_grad(gg: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+    conv_fwd_transformed(gg, gy, &transform_weights(w, gg.c, gg.o, true), None, false)
 }
 
 fn conv_fwd_transformed(
@@ -731,7 +725,7 @@ fn conv_fwd_transformed(
 ) -> Vec<f32> {
     // The tiles cover every output pixel.
     let mut y = alloc_overwritten(g.b * g.o * g.ho * g.wo);
-    let tl = Tiles::new(g, 16 * (g.c + g.o));
+    let tl = Tiles::new(g);
     let yp = SendPtr(y.as_mut_ptr());
     run_units(
         tl.nblocks,
@@ -756,7 +750,7 @@ fn conv_fwd_transformed(
 /// output gradient `gy`.
 pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let (o, c) = (g.o, g.c);
-    let tl = Tiles::new(g, 16 * (g.c + g.o));
+    let tl = Tiles::new(g);
     let accs = run_units(
         tl.nblocks,
         // Written by the first block's gemms (`read_dst = started`).
@@ -774,25 +768,17 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
                 for xi in 0..16 {
                     // SAFETY: the matrices lie inside their slices with the given strides.
                     unsafe {
-                        gemm::gemm(
+                        gemm_f32(
                             o,
                             c,
                             t_n,
                             du[xi * o * c..].as_mut_ptr(),
-                            1,
-                            c as isize,
+                            c,
                             *started,
                             m[xi * o * t_n..].as_ptr(),
-                            1,
-                            t_n as isize,
+                            (1, t_n),
                             sc.v[xi * c * t_n..].as_ptr(),
-                            t_n as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
+                            (t_n, 1),
                             par,
                         );
                     }
@@ -801,19 +787,7 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
             });
         },
     );
-    let mut it = accs.into_iter().filter(|a| a.1).map(|a| a.0);
-    let du = match it.next() {
-        None => vec![0.0f32; 16 * o * c],
-        Some(mut first) => {
-            use rayon::prelude::*;
-            for a in it {
-                first
-                    .par_chunks_mut(1 << 14)
-                    .zip(a.par_chunks(1 << 14))
-                    .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += *s));
-            }
-            first
-        }
-    };
+    let per_worker = accs.into_iter().map(|(du, started)| started.then_some(du));
+    let du = sum_accumulators(per_worker, 16 * o * c);
     inverse_transform_weight_grad(g, &du)
 }
