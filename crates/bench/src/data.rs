@@ -776,41 +776,30 @@ fn report(
             "busy consumer ({} × 512² matmuls per batch on candle's pool), ms per step:",
             a.busy_matmuls
         );
-        println!(
-            "{:<9} {:>7} {:>8} | {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} | {:>8} {:>9}",
-            "", "", "", "alone", "", "waited", "within", "epoch", "", "", "CPU ms", "CPU ms"
-        );
-        println!(
-            "{:<9} {:>7} {:>8} | {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} | {:>8} {:>9}",
-            "dataset",
-            "threads",
-            "prefetch",
-            "compute",
-            "step",
-            "(mean)",
-            "epoch",
-            "start",
-            "compute",
-            "slowdown",
-            "alone",
-            "w/ loader"
-        );
+        let header: [[&str; 12]; 2] = [
+            [
+                "", "", "", "alone", "", "waited", "within", "epoch", "", "", "CPU ms", "CPU ms",
+            ],
+            [
+                "dataset",
+                "threads",
+                "prefetch",
+                "compute",
+                "step",
+                "(mean)",
+                "epoch",
+                "start",
+                "compute",
+                "slowdown",
+                "alone",
+                "w/ loader",
+            ],
+        ];
+        for line in header {
+            println!("{}", busy_text_line(&line.map(String::from)));
+        }
         for (r, b) in &busy {
-            println!(
-                "{:<9} {:>7} {:>8} | {:>8.1} {:>8.1} | {:>8.2} {:>8.2} {:>8.1} | {:>8.1} {:>7.2}× | {:>8.1} {:>9.1}",
-                r.dataset.name(),
-                r.threads,
-                r.prefetch,
-                b.alone_ms,
-                b.step_ms,
-                b.wait_ms,
-                b.wait_within_epoch_ms,
-                b.wait_epoch_start_ms,
-                b.compute_ms,
-                b.compute_ms / b.alone_ms,
-                b.alone_cpu_ms,
-                b.step_cpu_ms
-            );
+            println!("{}", busy_text_line(&busy_cells(r, b)));
         }
     }
     if a.markdown {
@@ -829,25 +818,51 @@ fn report(
             println!("| data set | threads | prefetch | compute alone | step | waited (mean) | waited within epoch | waited at epoch start | compute | compute slowdown | CPU alone | CPU with loader |");
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
             for (r, b) in &busy {
-                println!(
-                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2}× | {:.1} | {:.1} |",
-                    r.dataset.name(),
-                    r.threads,
-                    r.prefetch,
-                    b.alone_ms,
-                    b.step_ms,
-                    b.wait_ms,
-                    b.wait_within_epoch_ms,
-                    b.wait_epoch_start_ms,
-                    b.compute_ms,
-                    b.compute_ms / b.alone_ms,
-                    b.alone_cpu_ms,
-                    b.step_cpu_ms
-                );
+                println!("| {} |", busy_cells(r, b).join(" | "));
             }
         }
     }
     Ok(())
+}
+
+/// The cells of one busy-consumer row, formatted once for both the text and the Markdown table.
+fn busy_cells(r: &Ours, b: &Busy) -> [String; 12] {
+    [
+        r.dataset.name().to_string(),
+        r.threads.to_string(),
+        r.prefetch.to_string(),
+        format!("{:.1}", b.alone_ms),
+        format!("{:.1}", b.step_ms),
+        format!("{:.2}", b.wait_ms),
+        format!("{:.2}", b.wait_within_epoch_ms),
+        format!("{:.1}", b.wait_epoch_start_ms),
+        format!("{:.1}", b.compute_ms),
+        format!("{:.2}×", b.compute_ms / b.alone_ms),
+        format!("{:.1}", b.alone_cpu_ms),
+        format!("{:.1}", b.step_cpu_ms),
+    ]
+}
+
+/// One line of the busy-consumer text table: the first cell left-aligned, the rest
+/// right-aligned, with bars between the column groups.
+fn busy_text_line(cells: &[String; 12]) -> String {
+    const WIDTHS: [usize; 12] = [9, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 9];
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(WIDTHS).enumerate() {
+        if i > 0 {
+            line.push_str(if matches!(i, 3 | 5 | 8 | 10) {
+                " | "
+            } else {
+                " "
+            });
+        }
+        if i == 0 {
+            line.push_str(&format!("{cell:<width$}"));
+        } else {
+            line.push_str(&format!("{cell:>width$}"));
+        }
+    }
+    line
 }
 
 #[cfg(test)]
