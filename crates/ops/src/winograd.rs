@@ -137,43 +137,6 @@ impl Tiles {
     }
 }
 
-/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g = w[o][c]` of `w` `[O, C, 3, 3]`. With
-/// `flip`, the kernels of the transposed convolution instead (the input gradient's):
-/// `U[ξ][c][o]` from `g` rotated by 180°.
-fn transform_weights(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
-    use rayon::prelude::*;
-    let mut u = alloc_overwritten(16 * o * c);
-    let (rows, cols) = if flip { (c, o) } else { (o, c) };
-    let up = SendPtr(u.as_mut_ptr());
-    // Row r, column q of every U[ξ]; rows in parallel (a serial pass here idles the other
-    // cores for a 16 MB write on 512-channel layers).
-    (0..rows).into_par_iter().with_min_len(8).for_each(|r| {
-        for q in 0..cols {
-            let (oc, ci) = if flip { (q, r) } else { (r, q) };
-            let src = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
-            let k: [f32; 9] = std::array::from_fn(|i| if flip { src[8 - i] } else { src[i] });
-            // G on the columns of g (each column is 3 taps), then on the rows.
-            let mut t = [[0.0f32; 3]; 4];
-            for j in 0..3 {
-                let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
-                t[0][j] = a;
-                t[1][j] = 0.5 * (a + b + d);
-                t[2][j] = 0.5 * (a - b + d);
-                t[3][j] = d;
-            }
-            for (i, row) in t.iter().enumerate() {
-                let [a, b, d] = *row;
-                let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (j, v) in vals.into_iter().enumerate() {
-                    // SAFETY: in bounds; row r of each U[ξ] is written by this task only.
-                    unsafe { *up.get().add(((i * 4 + j) * rows + r) * cols + q) = v };
-                }
-            }
-        }
-    });
-    u
-}
-
 /// `dW[o][c] = Gᵀ dU[·][o][c] G` (3×3 from 4×4), into `[O, C, 3, 3]`.
 fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
     use rayon::prelude::*;
@@ -203,9 +166,17 @@ fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
 }
 
 /// The 16 block gemms `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`.
-fn multiply(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t_n: usize, par: Parallelism) {
+fn multiply(g: &Geom, u: Kernels, v: &[f32], m: &mut [f32], t_n: usize, par: Parallelism) {
     let (o, c) = (g.o, g.c);
     for xi in 0..16 {
+        // Column and row strides of U[ξ] (O×C) in its buffer.
+        let (lhs, strides) = match u {
+            Kernels::Direct(u) => (&u[xi * o * c..], (1, c)),
+            Kernels::Rotated(u) => {
+                let src = ROTATED_POINT[xi / 4] * 4 + ROTATED_POINT[xi % 4];
+                (&u[src * o * c..], (o, 1))
+            }
+        };
         // SAFETY: the three matrices lie inside their slices with the given strides.
         unsafe {
             gemm_f32(
@@ -215,8 +186,8 @@ fn multiply(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t_n: usize, par: Para
                 m[xi * o * t_n..].as_mut_ptr(),
                 t_n,
                 false,
-                u[xi * o * c..].as_ptr(),
-                (1, c),
+                lhs.as_ptr(),
+                strides,
                 v[xi * c * t_n..].as_ptr(),
                 (1, t_n),
                 par,
@@ -279,6 +250,84 @@ fn copy_lanes(dst: &mut [f32], src: &[f32], n: usize) {
         dst[..n].copy_from_slice(&src[..n]);
     }
 }
+
+/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g = w[o][c]` of `w` `[O, C, 3, 3]`.
+fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut u = alloc_overwritten(16 * o * c);
+    let up = SendPtr(u.as_mut_ptr());
+    // Rows in parallel: a serial pass here idles the other cores for a 16 MB write on
+    // 512-channel layers.
+    (0..o)
+        .into_par_iter()
+        .with_min_len(8)
+        .for_each(|r| transform_weight_row(w, o, c, r, up));
+    u
+}
+
+/// Row `r` of every `U[ξ]`, 16 input channels at a time.
+#[inline(always)]
+fn transform_weight_row_generic(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+    let row = &w[r * c * 9..(r + 1) * c * 9];
+    let mut q = 0;
+    while q < c {
+        let n = LANES.min(c - q);
+        let mut k = [[0.0f32; LANES]; 9];
+        for l in 0..n {
+            for i in 0..9 {
+                k[i][l] = row[(q + l) * 9 + i];
+            }
+        }
+        // G on the columns of g (each column is 3 taps), then on the rows.
+        let mut t = [[[0.0f32; LANES]; 3]; 4];
+        for j in 0..3 {
+            for l in 0..LANES {
+                let (a, b, d) = (k[j][l], k[3 + j][l], k[6 + j][l]);
+                t[0][j][l] = a;
+                t[1][j][l] = 0.5 * (a + b + d);
+                t[2][j][l] = 0.5 * (a - b + d);
+                t[3][j][l] = d;
+            }
+        }
+        for (i, ti) in t.iter().enumerate() {
+            let mut vals = [[0.0f32; LANES]; 4];
+            for l in 0..LANES {
+                let (a, b, d) = (ti[0][l], ti[1][l], ti[2][l]);
+                vals[0][l] = a;
+                vals[1][l] = 0.5 * (a + b + d);
+                vals[2][l] = 0.5 * (a - b + d);
+                vals[3][l] = d;
+            }
+            for (j, v) in vals.iter().enumerate() {
+                // SAFETY: in bounds; row r of each U[ξ] is written by this task only.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(up.get().add(((i * 4 + j) * o + r) * c + q), n)
+                };
+                copy_lanes(dst, v, n);
+            }
+        }
+        q += n;
+    }
+}
+
+dispatch!(fn transform_weight_row / transform_weight_row_generic(
+    w: &[f32], o: usize, c: usize, r: usize, up: SendPtr,
+));
+
+/// Transformed kernels for [`multiply`].
+#[derive(Clone, Copy)]
+enum Kernels<'a> {
+    /// `U[ξ]` `[O, C]` of the convolution's own weights.
+    Direct(&'a [f32]),
+    /// The transform of the rotated, transposed kernels (the input gradient's), read from the
+    /// forward `U` of the weights: rotating g by 180° swaps rows and columns 0 and 3 of
+    /// `G g Gᵀ` (`G J = P G` with `J` the reversal, `P` the 0↔3 swap), so
+    /// `U'[(i, j)][c][o] = U[(p(i), p(j))][o][c]`: a transposed, permuted view.
+    Rotated(&'a [f32]),
+}
+
+/// `p` of [`Kernels::Rotated`]: the 0↔3 swap of transform points.
+const ROTATED_POINT: [usize; 4] = [3, 1, 2, 0];
 
 /// Tile rows `r0..r1` grouped by image: `(image, first tile row, end tile row, first tile)`
 /// (the tile index counts from the block's first tile).
@@ -706,20 +755,22 @@ pub(crate) fn conv_fwd(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    conv_fwd_transformed(g, x, &transform_weights(w, g.o, g.c, false), bias, relu)
+    let u = transform_weights(w, g.o, g.c);
+    conv_fwd_transformed(g, x, Kernels::Direct(&u), bias, relu)
 }
 
 /// Input gradient of a 3×3 stride-1 layer with weights `w` `[O, C, 3, 3]`, as the forward
 /// convolution `gg` (input `gy` `[B, O, Ho, Wo]`, output `[B, C, H, W]`, padding 2 − p) with the
-/// rotated, transposed kernels, whose transform is taken straight from `w`.
+/// rotated, transposed kernels, read from the transform of `w` ([`Kernels::Rotated`]).
 pub(crate) fn conv_input_grad(gg: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    conv_fwd_transformed(gg, gy, &transform_weights(w, gg.c, gg.o, true), None, false)
+    let u = transform_weights(w, gg.c, gg.o);
+    conv_fwd_transformed(gg, gy, Kernels::Rotated(&u), None, false)
 }
 
 fn conv_fwd_transformed(
     g: &Geom,
     x: &[f32],
-    u: &[f32],
+    u: Kernels,
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
