@@ -38,9 +38,9 @@ pub use candle_core::{Result, Tensor};
 
 #[doc(hidden)]
 pub use conv::set_tiling;
-#[doc(hidden)]
-pub use winograd::set_winograd_block;
 pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
+#[doc(hidden)]
+pub use winograd::{set_winograd_block, set_winograd_portable};
 
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

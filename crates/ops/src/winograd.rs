@@ -12,6 +12,10 @@
 //! so that the transforms run along contiguous rows and vectorise. Blocks are spread statically
 //! over rayon threads (the weight gradient keeps one accumulator per worker, summed in worker
 //! order: the result does not depend on scheduling).
+//!
+//! The transforms run on 16 tiles at a time: AVX-512 intrinsics where the CPU has them
+//! (contiguous loads and stores along wide rows, gathers and scatters across narrow ones),
+//! portable Rust otherwise ([`set_winograd_portable`] forces the latter, for the tests).
 
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
@@ -19,7 +23,7 @@
 use crate::conv::{alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, Geom, SendPtr};
 use gemm::Parallelism;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -83,6 +87,21 @@ pub fn conv_algo() -> ConvAlgo {
 #[doc(hidden)]
 pub fn set_winograd_block(floats: usize) {
     BLOCK_FLOATS.store(floats.max(1), Ordering::Relaxed);
+}
+
+/// Test knob: with `true`, the transforms take their portable Rust code even where the CPU has
+/// AVX-512, so that the tests cover both.
+#[doc(hidden)]
+pub fn set_winograd_portable(on: bool) {
+    PORTABLE.store(on, Ordering::Relaxed);
+}
+
+static PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the transforms run their AVX-512 code.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    !PORTABLE.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Whether the Winograd path handles this geometry under the current [`ConvAlgo`].
@@ -229,7 +248,7 @@ macro_rules! dispatch {
                 fn fast($($arg: $ty),*) {
                     $generic($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if avx512() {
                     // SAFETY: the CPU supports AVX-512F (checked just above).
                     return unsafe { fast($($arg),*) };
                 }
@@ -366,7 +385,11 @@ fn even_odd_width(tl: &Tiles) -> usize {
 #[derive(Default)]
 struct Addr {
     inp: Vec<usize>,
+    /// `inp` as gather indices (AVX-512), empty when an offset does not fit an `i32`.
+    inp32: Vec<i32>,
     out: Vec<usize>,
+    /// `out` as scatter / gather indices, empty when `y` is too large for `i32` offsets.
+    out32: Vec<i32>,
     edge: Vec<u8>,
 }
 
@@ -387,6 +410,18 @@ impl Addr {
                     self.edge[t] = (2 * tx + 1 < g.wo) as u8 | (((2 * ty + 1 < g.ho) as u8) << 1);
                 }
             }
+        }
+        self.inp32.clear();
+        // The largest index a gather forms is a tile's offset + 3 rows + 1.
+        let fits = |&o: &usize| i32::try_from(o + 3 * ew + 1).is_ok();
+        if self.inp.iter().all(fits) {
+            self.inp32.extend(self.inp.iter().map(|&o| o as i32));
+        }
+        self.out32.clear();
+        // Indices count from channel oc's plane of image 0 (the kernels add oc · Ho · Wo to
+        // the base pointer), and reach at most one row + 1 past a tile's pixel.
+        if i32::try_from(g.b * g.o * np + g.wo + 1).is_ok() {
+            self.out32.extend(self.out.iter().map(|&o| o as i32));
         }
     }
 }
@@ -542,10 +577,124 @@ fn transform_input_generic(
     }
 }
 
-dispatch!(fn transform_input / transform_input_generic(
-    g: &Geom, tl: &Tiles, addr: &Addr, x: &[f32], r0: usize, r1: usize, v: &mut [f32],
-    even: &mut [f32], odd: &mut [f32],
-));
+/// [`transform_input_generic`] in AVX-512 registers: loads (wide rows) or gathers (narrow
+/// ones) of the even / odd planes, the transform on whole vectors, masked stores. Written with
+/// intrinsics because the generic arrays (48 vectors) spill to the stack, and the narrow path's
+/// per-lane scalar loads cost more than one gather per patch cell.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `addr.inp32` must hold the block's `t_n` tile offsets.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_input_avx512(
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    v: &mut [f32],
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (c, tw) = (g.c, tl.tw);
+    let t_n = (r1 - r0) * tw;
+    let ew = even_odd_width(tl);
+    let plane = (2 * tl.th + 2) * ew;
+    let hw = g.h * g.w;
+    let wide = tw >= LANES;
+    assert!(addr.inp32.len() == t_n && v.len() >= 16 * c * t_n);
+    // Every gather reads at most 3 rows + 1 past a tile's offset.
+    let last = addr.inp.iter().max().map_or(0, |&o| o + 3 * ew + 1);
+    assert!(last < even.len() && even.len() == odd.len());
+    for ci in 0..c {
+        for (s, (b, ty0, ty1, _)) in segments(tl, r0, r1).enumerate() {
+            let xc = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+            let (e, o) = (
+                &mut even[s * plane..(s + 1) * plane],
+                &mut odd[s * plane..(s + 1) * plane],
+            );
+            fill_even_odd(g, xc, ty0, ty1, ew, e, o);
+        }
+        let (ep, op) = (even.as_ptr(), odd.as_ptr());
+        for (t0, n) in chunks(tl, t_n) {
+            let mask: __mmask16 = if n == LANES { !0 } else { (1 << n) - 1 };
+            // SAFETY (loads, gathers, stores): a wide chunk reads LANES + 1 columns of 4 rows
+            // from its first tile's offset, inside the planes (`even_odd_width`); a gather
+            // reads at most 3 rows + 1 past a tile's offset (inactive lanes read offset 0);
+            // the masked stores write the chunk's n tiles of one row of V.
+            let idx = _mm512_maskz_loadu_epi32(mask, addr.inp32.as_ptr().add(t0));
+            // Bᵀ on the columns of each patch row i: columns 0..4 are even[k], odd[k],
+            // even[k + 1], odd[k + 1] of its padded row.
+            let mut t = [[_mm512_setzero_ps(); 4]; 4];
+            for (i, ti) in t.iter_mut().enumerate() {
+                let [e0, o0, e1, o1] = if wide {
+                    let row = addr.inp[t0] + i * ew;
+                    assert!(row + LANES < even.len());
+                    [
+                        _mm512_loadu_ps(ep.add(row)),
+                        _mm512_loadu_ps(op.add(row)),
+                        _mm512_loadu_ps(ep.add(row + 1)),
+                        _mm512_loadu_ps(op.add(row + 1)),
+                    ]
+                } else {
+                    let ix = _mm512_add_epi32(idx, _mm512_set1_epi32((i * ew) as i32));
+                    let ix1 = _mm512_add_epi32(ix, _mm512_set1_epi32(1));
+                    [
+                        _mm512_i32gather_ps::<4>(ix, ep),
+                        _mm512_i32gather_ps::<4>(ix, op),
+                        _mm512_i32gather_ps::<4>(ix1, ep),
+                        _mm512_i32gather_ps::<4>(ix1, op),
+                    ]
+                };
+                *ti = [
+                    _mm512_sub_ps(e0, e1),
+                    _mm512_add_ps(o0, e1),
+                    _mm512_sub_ps(e1, o0),
+                    _mm512_sub_ps(o0, o1),
+                ];
+            }
+            // Then on the rows, and out to V[ξ = 4i + j][ci][t0..t0 + n].
+            let vp = v.as_mut_ptr();
+            for j in 0..4 {
+                let [a0, a1, a2, a3] = [t[0][j], t[1][j], t[2][j], t[3][j]];
+                let out = [
+                    _mm512_sub_ps(a0, a2),
+                    _mm512_add_ps(a1, a2),
+                    _mm512_sub_ps(a2, a1),
+                    _mm512_sub_ps(a1, a3),
+                ];
+                for (i, val) in out.into_iter().enumerate() {
+                    let at = ((i * 4 + j) * c + ci) * t_n + t0;
+                    _mm512_mask_storeu_ps(vp.add(at), mask, val);
+                }
+            }
+        }
+    }
+}
+
+/// `V` of a block (see [`transform_input_generic`]), with AVX-512 when the CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn transform_input(
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    v: &mut [f32],
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && addr.inp32.len() == (r1 - r0) * tl.tw {
+        // SAFETY: AVX-512F is present and inp32 holds the block's offsets (checked above).
+        return unsafe { transform_input_avx512(g, tl, addr, x, r0, r1, v, even, odd) };
+    }
+    transform_input_generic(g, tl, addr, x, r0, r1, v, even, odd)
+}
 
 /// Output transform of a block: `y = Aᵀ M A` per tile (+ bias, ReLU), into the pixels of `y`
 /// the block's tiles cover. `yp` points at the whole output `[B, O, Ho, Wo]`.
@@ -638,10 +787,147 @@ fn transform_output_generic(
     }
 }
 
-dispatch!(fn transform_output / transform_output_generic(
-    g: &Geom, tl: &Tiles, addr: &Addr, m: &[f32], t_n: usize, bias: Option<&[f32]>, relu: bool,
+/// Lane masks of a chunk's tiles: all `n` tiles, those with a right column, with a bottom row,
+/// with both.
+#[cfg(target_arch = "x86_64")]
+fn edge_masks(addr: &Addr, t0: usize, n: usize) -> [u16; 4] {
+    let mut k = [0u16; 4];
+    for l in 0..n {
+        let e = addr.edge[t0 + l];
+        k[0] |= 1 << l;
+        k[1] |= u16::from(e & 1 != 0) << l;
+        k[2] |= u16::from(e & 2 != 0) << l;
+        k[3] |= u16::from(e == 3) << l;
+    }
+    k
+}
+
+/// `(lanes of the first 16 columns, of the next 16)` of a wide chunk's output row: `2n`
+/// columns, one less when its last tile has no right column.
+#[cfg(target_arch = "x86_64")]
+fn row_masks(addr: &Addr, t0: usize, n: usize) -> (u16, u16) {
+    let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
+    let bits = |k: usize| if k >= 16 { !0u16 } else { (1u16 << k) - 1 };
+    (bits(cols), bits(cols.saturating_sub(16)))
+}
+
+/// Interleave / de-interleave indices of `_mm512_permutex2var_ps`: `LO`/`HI` zip two vectors
+/// into 32 values, `EVEN`/`ODD` split 32 values into their even and odd lanes.
+#[cfg(target_arch = "x86_64")]
+mod perm {
+    pub const LO: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+    pub const HI: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
+    pub const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+    pub const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+}
+
+/// [`transform_output_generic`] in AVX-512 registers: interleaving stores (wide rows) or
+/// masked scatters (narrow ones).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `addr.out32` must hold the block's `t_n` tile offsets; `yp`
+/// must point at the whole output, whose pixels of this block's tiles no one else writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_output_avx512(
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    m: &[f32],
+    t_n: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
     yp: SendPtr,
-));
+) {
+    use std::arch::x86_64::*;
+    let (o, wo) = (g.o, g.wo);
+    let np = g.ho * wo;
+    assert!(addr.out32.len() == t_n && m.len() >= 16 * o * t_n);
+    let (lo, hi) = (
+        _mm512_loadu_epi32(perm::LO.as_ptr()),
+        _mm512_loadu_epi32(perm::HI.as_ptr()),
+    );
+    let zero = _mm512_setzero_ps();
+    for (t0, n) in chunks(tl, t_n) {
+        let k = edge_masks(addr, t0, n);
+        let idx = _mm512_maskz_loadu_epi32(k[0], addr.out32.as_ptr().add(t0));
+        let (idx_r, idx_b) = (
+            _mm512_add_epi32(idx, _mm512_set1_epi32(1)),
+            _mm512_add_epi32(idx, _mm512_set1_epi32(wo as i32)),
+        );
+        let idx_br = _mm512_add_epi32(idx_b, _mm512_set1_epi32(1));
+        let wide = tl.tw >= LANES;
+        let (row_lo, row_hi) = if wide { row_masks(addr, t0, n) } else { (0, 0) };
+        let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+        for oc in 0..o {
+            let bv = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
+            // SAFETY (loads): 16 lanes from (ξ, oc, t0) of M; lanes past n are masked.
+            let mm: [__m512; 16] = std::array::from_fn(|xi| {
+                _mm512_maskz_loadu_ps(k[0], m.as_ptr().add((xi * o + oc) * t_n + t0))
+            });
+            // Aᵀ on the columns (j), then on the rows (i); out[a][j]: output pixel (a, j).
+            let s: [[__m512; 2]; 4] = std::array::from_fn(|i| {
+                let [m0, m1, m2, m3] = [mm[i * 4], mm[i * 4 + 1], mm[i * 4 + 2], mm[i * 4 + 3]];
+                [
+                    _mm512_add_ps(_mm512_add_ps(m0, m1), m2),
+                    _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3),
+                ]
+            });
+            let act = |u: __m512| if relu { _mm512_max_ps(u, zero) } else { u };
+            let out: [[__m512; 2]; 2] = std::array::from_fn(|a| {
+                std::array::from_fn(|j| {
+                    let [a0, a1, a2, a3] = [s[0][j], s[1][j], s[2][j], s[3][j]];
+                    let u = if a == 0 {
+                        _mm512_add_ps(_mm512_add_ps(a0, a1), a2)
+                    } else {
+                        _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3)
+                    };
+                    act(_mm512_add_ps(u, bv))
+                })
+            });
+            // SAFETY (stores): the pixels of this block's tiles in channel oc, kept inside
+            // the image by the row / edge masks.
+            let yc = yp.get().add(oc * np);
+            if wide {
+                let base = yc.add(addr.out[t0]);
+                for (a, pair) in out.iter().enumerate().take(rows) {
+                    let row = base.add(a * wo);
+                    let zip_lo = _mm512_permutex2var_ps(pair[0], lo, pair[1]);
+                    let zip_hi = _mm512_permutex2var_ps(pair[0], hi, pair[1]);
+                    _mm512_mask_storeu_ps(row, row_lo, zip_lo);
+                    _mm512_mask_storeu_ps(row.add(16), row_hi, zip_hi);
+                }
+            } else {
+                _mm512_mask_i32scatter_ps::<4>(yc, k[0], idx, out[0][0]);
+                _mm512_mask_i32scatter_ps::<4>(yc, k[1], idx_r, out[0][1]);
+                _mm512_mask_i32scatter_ps::<4>(yc, k[2], idx_b, out[1][0]);
+                _mm512_mask_i32scatter_ps::<4>(yc, k[3], idx_br, out[1][1]);
+            }
+        }
+    }
+}
+
+/// The output transform of a block (see [`transform_output_generic`]), with AVX-512 when the
+/// CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn transform_output(
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    m: &[f32],
+    t_n: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    yp: SendPtr,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && addr.out32.len() == t_n {
+        // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
+        return unsafe { transform_output_avx512(g, tl, addr, m, t_n, bias, relu, yp) };
+    }
+    transform_output_generic(g, tl, addr, m, t_n, bias, relu, yp)
+}
 
 /// `dM[ξ][o][t] = (A dY Aᵀ)[ξ]` for a block's tiles, from the output gradient `gy` (zero
 /// outside the output); `A y = (y0, y0 + y1, y0 − y1, −y1)`.
@@ -722,9 +1008,107 @@ fn transform_output_grad_generic(
     }
 }
 
-dispatch!(fn transform_output_grad / transform_output_grad_generic(
-    g: &Geom, tl: &Tiles, addr: &Addr, gy: &[f32], t_n: usize, m: &mut [f32],
-));
+/// [`transform_output_grad_generic`] in AVX-512 registers: de-interleaving loads (wide rows)
+/// or masked gathers (narrow ones).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `addr.out32` must hold the block's `t_n` tile offsets.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output_grad_avx512(
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    gy: &[f32],
+    t_n: usize,
+    m: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (o, wo) = (g.o, g.wo);
+    let np = g.ho * wo;
+    assert!(addr.out32.len() == t_n && m.len() >= 16 * o * t_n);
+    assert!(gy.len() >= g.b * o * np);
+    let (even, odd) = (
+        _mm512_loadu_epi32(perm::EVEN.as_ptr()),
+        _mm512_loadu_epi32(perm::ODD.as_ptr()),
+    );
+    let mp = m.as_mut_ptr();
+    for (t0, n) in chunks(tl, t_n) {
+        let k = edge_masks(addr, t0, n);
+        let idx = _mm512_maskz_loadu_epi32(k[0], addr.out32.as_ptr().add(t0));
+        let (idx_r, idx_b) = (
+            _mm512_add_epi32(idx, _mm512_set1_epi32(1)),
+            _mm512_add_epi32(idx, _mm512_set1_epi32(wo as i32)),
+        );
+        let idx_br = _mm512_add_epi32(idx_b, _mm512_set1_epi32(1));
+        let wide = tl.tw >= LANES;
+        let (row_lo, row_hi) = if wide { row_masks(addr, t0, n) } else { (0, 0) };
+        let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+        for oc in 0..o {
+            // SAFETY (loads, gathers): the pixels of this block's tiles in channel oc, kept
+            // inside the image by the row / edge masks; y[a][j]: pixel (a, j) of each tile.
+            let gc = gy.as_ptr().add(oc * np);
+            let zero = _mm512_setzero_ps();
+            let mut y = [[zero; 2]; 2];
+            if wide {
+                let base = gc.add(addr.out[t0]);
+                for (a, ya) in y.iter_mut().enumerate().take(rows) {
+                    let row = base.add(a * wo);
+                    let p0 = _mm512_maskz_loadu_ps(row_lo, row);
+                    let p1 = _mm512_maskz_loadu_ps(row_hi, row.add(16));
+                    *ya = [
+                        _mm512_permutex2var_ps(p0, even, p1),
+                        _mm512_permutex2var_ps(p0, odd, p1),
+                    ];
+                }
+            } else {
+                y = [
+                    [
+                        _mm512_mask_i32gather_ps::<4>(zero, k[0], idx, gc),
+                        _mm512_mask_i32gather_ps::<4>(zero, k[1], idx_r, gc),
+                    ],
+                    [
+                        _mm512_mask_i32gather_ps::<4>(zero, k[2], idx_b, gc),
+                        _mm512_mask_i32gather_ps::<4>(zero, k[3], idx_br, gc),
+                    ],
+                ];
+            }
+            // A on the columns (j), then on the rows (i); out to dM[ξ = 4i + j][oc].
+            let cj: [[__m512; 4]; 2] = std::array::from_fn(|a| {
+                let (y0, y1) = (y[a][0], y[a][1]);
+                [
+                    y0,
+                    _mm512_add_ps(y0, y1),
+                    _mm512_sub_ps(y0, y1),
+                    _mm512_sub_ps(zero, y1),
+                ]
+            });
+            for j in 0..4 {
+                let (c0, c1) = (cj[0][j], cj[1][j]);
+                let out = [
+                    c0,
+                    _mm512_add_ps(c0, c1),
+                    _mm512_sub_ps(c0, c1),
+                    _mm512_sub_ps(zero, c1),
+                ];
+                for (i, val) in out.into_iter().enumerate() {
+                    // SAFETY: lanes t0..t0 + n of row (ξ, oc) of dM.
+                    _mm512_mask_storeu_ps(mp.add(((i * 4 + j) * o + oc) * t_n + t0), k[0], val);
+                }
+            }
+        }
+    }
+}
+
+/// `dM` of a block (see [`transform_output_grad_generic`]), with AVX-512 when the CPU has it.
+fn transform_output_grad(g: &Geom, tl: &Tiles, addr: &Addr, gy: &[f32], t_n: usize, m: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && addr.out32.len() == t_n {
+        // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
+        return unsafe { transform_output_grad_avx512(g, tl, addr, gy, t_n, m) };
+    }
+    transform_output_grad_generic(g, tl, addr, gy, t_n, m)
+}
 
 /// The per-thread buffers of one block: `V` (`[16, C, T]`), zeroed even / odd planes (one per
 /// image segment) and the tiles' addresses.

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use pyramid_ops::{set_conv_algo, set_winograd_block, ConvAlgo};
+use pyramid_ops::{set_conv_algo, set_winograd_block, set_winograd_portable, ConvAlgo};
 use std::sync::Mutex;
 
 /// The algorithm is process-global and tests run on parallel threads: one test at a time.
@@ -29,10 +29,15 @@ fn winograd_case() -> impl Strategy<Value = Case> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
-    fn winograd_matches_candle(c in winograd_case(), block in prop::sample::select(vec![1usize, 7, 64, 1 << 16])) {
+    fn winograd_matches_candle(
+        c in winograd_case(),
+        block in prop::sample::select(vec![1usize, 7, 64, 1 << 16]),
+        portable in any::<bool>(),
+    ) {
         let _guard = lock();
         set_conv_algo(ConvAlgo::Winograd);
         set_winograd_block(block);
+        set_winograd_portable(portable);
         check_conv(&c).map_err(TestCaseError::fail)?;
     }
 }
@@ -41,8 +46,15 @@ proptest! {
 fn vgg_like_layers() {
     let _guard = lock();
     set_conv_algo(ConvAlgo::Winograd);
-    for block in [1 << 23, 4096] {
+    // The AVX-512 transforms (where the CPU has them) and the portable ones.
+    for (block, portable) in [
+        (1 << 23, false),
+        (4096, false),
+        (1 << 23, true),
+        (4096, true),
+    ] {
         set_winograd_block(block);
+        set_winograd_portable(portable);
         for (c, o, h, w, p, relu) in [
             (64, 64, 24, 24, 1, true),
             (32, 48, 13, 11, 1, false),
@@ -90,6 +102,7 @@ fn algorithms_agree() {
         seed: 5,
     };
     let _guard = lock();
+    set_winograd_portable(false);
     set_conv_algo(ConvAlgo::Im2col);
     let a = run_conv(&case, pyramid_ops::Backend::Fast);
     set_conv_algo(ConvAlgo::Winograd);
