@@ -29,6 +29,7 @@ mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 mod pool;
+mod simd;
 mod winograd;
 
 use candle_core::{
@@ -38,9 +39,11 @@ pub use candle_core::{Result, Tensor};
 
 #[doc(hidden)]
 pub use conv::set_tiling;
-pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
 #[doc(hidden)]
-pub use winograd::{set_winograd_block, set_winograd_portable};
+pub use simd::set_portable_kernels;
+#[doc(hidden)]
+pub use winograd::set_winograd_block;
+pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
 
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -26,24 +26,34 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
                 for oh in 0..ho {
                     let r0 = &xp[2 * oh * w..2 * oh * w + 2 * wo];
                     let r1 = &xp[(2 * oh + 1) * w..(2 * oh + 1) * w + 2 * wo];
-                    let yr = &mut yp[oh * wo..(oh + 1) * wo];
-                    for (ow, yv) in yr.iter_mut().enumerate() {
-                        let mut m = r0[2 * ow];
-                        if r0[2 * ow + 1] > m {
-                            m = r0[2 * ow + 1];
-                        }
-                        if r1[2 * ow] > m {
-                            m = r1[2 * ow];
-                        }
-                        if r1[2 * ow + 1] > m {
-                            m = r1[2 * ow + 1];
-                        }
-                        *yv = m;
-                    }
+                    fwd_row(r0, r1, &mut yp[oh * wo..(oh + 1) * wo]);
                 }
             }
         });
     y
+}
+
+/// One output row: `y[i]` is the first maximum of window `i` of input rows `r0`, `r1`
+/// (`2 · y.len()` columns each).
+fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: AVX-512F is present.
+        return unsafe { avx512::fwd_row(r0, r1, y) };
+    }
+    for (ow, yv) in y.iter_mut().enumerate() {
+        let mut m = r0[2 * ow];
+        if r0[2 * ow + 1] > m {
+            m = r0[2 * ow + 1];
+        }
+        if r1[2 * ow] > m {
+            m = r1[2 * ow];
+        }
+        if r1[2 * ow + 1] > m {
+            m = r1[2 * ow + 1];
+        }
+        *yv = m;
+    }
 }
 
 pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
@@ -71,25 +81,128 @@ pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize)
                 for oh in 0..ho {
                     let (r0, r1) = xp[2 * oh * w..(2 * oh + 2) * w].split_at(w);
                     let (g0, g1) = gp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
-                    let gr = &gyp[oh * wo..(oh + 1) * wo];
-                    // Branch-free first-maximum selection (vectorisable).
-                    for ow in 0..wo {
-                        let (a, b) = (r0[2 * ow], r0[2 * ow + 1]);
-                        let (c, d) = (r1[2 * ow], r1[2 * ow + 1]);
-                        let sb = b > a;
-                        let m1 = if sb { b } else { a };
-                        let sc = c > m1;
-                        let m2 = if sc { c } else { m1 };
-                        let sd = d > m2;
-                        let gv = gr[ow].to_bits();
-                        let pick = |cond: bool| f32::from_bits(gv & (cond as u32).wrapping_neg());
-                        g0[2 * ow] = pick(!sb && !sc && !sd);
-                        g0[2 * ow + 1] = pick(sb && !sc && !sd);
-                        g1[2 * ow] = pick(sc && !sd);
-                        g1[2 * ow + 1] = pick(sd);
-                    }
+                    let n = 2 * wo;
+                    bwd_row(
+                        [&r0[..n], &r1[..n]],
+                        &gyp[oh * wo..(oh + 1) * wo],
+                        [&mut g0[..n], &mut g1[..n]],
+                    );
                 }
             }
         });
     gx
+}
+
+/// One output row of the backward: each gradient of `gr` goes to the first maximum of its
+/// window in input rows `r`, zeros to the other three cells of `g`.
+fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: AVX-512F is present.
+        return unsafe { avx512::bwd_row([r0, r1], gr, [g0, g1]) };
+    }
+    // Branch-free first-maximum selection (vectorisable).
+    for ow in 0..gr.len() {
+        let (a, b) = (r0[2 * ow], r0[2 * ow + 1]);
+        let (c, d) = (r1[2 * ow], r1[2 * ow + 1]);
+        let sb = b > a;
+        let m1 = if sb { b } else { a };
+        let sc = c > m1;
+        let m2 = if sc { c } else { m1 };
+        let sd = d > m2;
+        let gv = gr[ow].to_bits();
+        let pick = |cond: bool| f32::from_bits(gv & (cond as u32).wrapping_neg());
+        g0[2 * ow] = pick(!sb && !sc && !sd);
+        g0[2 * ow + 1] = pick(sb && !sc && !sd);
+        g1[2 * ow] = pick(sc && !sd);
+        g1[2 * ow + 1] = pick(sd);
+    }
+}
+
+/// The row kernels on 16 windows at a time: two loads per input row, split into the windows'
+/// left and right columns by permutes; the same comparisons as the portable code (`>` is an
+/// ordered compare: a NaN never displaces the first value).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use crate::simd::{first_lanes, perm};
+    use std::arch::x86_64::*;
+
+    /// Left and right columns of 16 windows of row `r` from column `2 · i`, and the masks of
+    /// the two 16-column halves.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn split(r: &[f32], i: usize, n: usize) -> (__m512, __m512, [u16; 2]) {
+        let k = [first_lanes(2 * n), first_lanes((2 * n).saturating_sub(16))];
+        assert!(2 * (i + n) <= r.len());
+        // SAFETY: the masked lanes lie inside r (checked above).
+        let p0 = _mm512_maskz_loadu_ps(k[0], r.as_ptr().add(2 * i));
+        // (Wrapping: with an empty mask the second half may start past the row.)
+        let p1 = _mm512_maskz_loadu_ps(k[1], r.as_ptr().wrapping_add(2 * i + 16));
+        let (even, odd) = (
+            _mm512_loadu_epi32(perm::EVEN.as_ptr()),
+            _mm512_loadu_epi32(perm::ODD.as_ptr()),
+        );
+        (
+            _mm512_permutex2var_ps(p0, even, p1),
+            _mm512_permutex2var_ps(p0, odd, p1),
+            k,
+        )
+    }
+
+    /// Running first maximum: `(m', whether b replaced m)`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn step(m: __m512, b: __m512) -> (__m512, u16) {
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, m);
+        (_mm512_mask_blend_ps(gt, m, b), gt)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+        let mut i = 0;
+        while i < y.len() {
+            let n = (y.len() - i).min(16);
+            let (a, b, _) = split(r0, i, n);
+            let (c, d, _) = split(r1, i, n);
+            let (m, _) = step(a, b);
+            let (m, _) = step(m, c);
+            let (m, _) = step(m, d);
+            // SAFETY: lanes i..i + n of y.
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), first_lanes(n), m);
+            i += n;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2]) {
+        assert!(g0.len() >= 2 * gr.len() && g1.len() >= 2 * gr.len());
+        let (lo, hi) = (
+            _mm512_loadu_epi32(perm::LO.as_ptr()),
+            _mm512_loadu_epi32(perm::HI.as_ptr()),
+        );
+        let mut i = 0;
+        while i < gr.len() {
+            let n = (gr.len() - i).min(16);
+            let (a, b, k) = split(r0, i, n);
+            let (c, d, _) = split(r1, i, n);
+            let (m, sb) = step(a, b);
+            let (m, sc) = step(m, c);
+            let (_, sd) = step(m, d);
+            // SAFETY (loads, stores): lanes i..i + n of gr, columns 2i..2(i + n) of g0, g1.
+            let gv = _mm512_maskz_loadu_ps(first_lanes(n), gr.as_ptr().add(i));
+            let pick = |k: u16| _mm512_maskz_mov_ps(k, gv);
+            let rows = [
+                (pick(!sb & !sc & !sd), pick(sb & !sc & !sd), g0.as_mut_ptr()),
+                (pick(sc & !sd), pick(sd), g1.as_mut_ptr()),
+            ];
+            for (left, right, g) in rows {
+                let g = g.add(2 * i);
+                _mm512_mask_storeu_ps(g, k[0], _mm512_permutex2var_ps(left, lo, right));
+                _mm512_mask_storeu_ps(
+                    g.wrapping_add(16),
+                    k[1],
+                    _mm512_permutex2var_ps(left, hi, right),
+                );
+            }
+            i += n;
+        }
+    }
 }

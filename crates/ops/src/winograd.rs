@@ -15,15 +15,17 @@
 //!
 //! The transforms run on 16 tiles at a time: AVX-512 intrinsics where the CPU has them
 //! (contiguous loads and stores along wide rows, gathers and scatters across narrow ones),
-//! portable Rust otherwise ([`set_winograd_portable`] forces the latter, for the tests).
+//! portable Rust otherwise (`set_portable_kernels` forces the latter, for the tests).
 
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
 
 use crate::conv::{alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, Geom, SendPtr};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{avx512, first_lanes, perm};
 use gemm::Parallelism;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -87,21 +89,6 @@ pub fn conv_algo() -> ConvAlgo {
 #[doc(hidden)]
 pub fn set_winograd_block(floats: usize) {
     BLOCK_FLOATS.store(floats.max(1), Ordering::Relaxed);
-}
-
-/// Test knob: with `true`, the transforms take their portable Rust code even where the CPU has
-/// AVX-512, so that the tests cover both.
-#[doc(hidden)]
-pub fn set_winograd_portable(on: bool) {
-    PORTABLE.store(on, Ordering::Relaxed);
-}
-
-static PORTABLE: AtomicBool = AtomicBool::new(false);
-
-/// Whether the transforms run their AVX-512 code.
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    !PORTABLE.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Whether the Winograd path handles this geometry under the current [`ConvAlgo`].
@@ -214,8 +201,8 @@ fn multiply(g: &Geom, u: Kernels, v: &[f32], m: &mut [f32], t_n: usize, par: Par
         }
     }
 }
-/// Tiles per vector chunk: the transforms work on 16 tiles of a tile row at a time, as
-/// fixed-size arrays the compiler keeps in (AVX-512) registers.
+/// Tiles (or kernels) per vector chunk: the transforms work on 16 at a time, one AVX-512
+/// vector each (fixed-size arrays in the portable code).
 const LANES: usize = 16;
 
 #[derive(Default)]
@@ -232,30 +219,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Runs a transform kernel compiled for AVX-512 when the CPU has it (the workspace builds for
-/// baseline x86-64, where the 16-lane arrays would become 4-lane SSE code).
-macro_rules! dispatch {
-    ($(#[$doc:meta])* fn $name:ident / $generic:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                fn fast($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                if avx512() {
-                    // SAFETY: the CPU supports AVX-512F (checked just above).
-                    return unsafe { fast($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
 }
 
 /// `dst[..n] = src[..n]` for `n ≤ LANES`, as one fixed-size (vector) copy when `n == LANES`.
@@ -329,9 +292,62 @@ fn transform_weight_row_generic(w: &[f32], o: usize, c: usize, r: usize, up: Sen
     }
 }
 
-dispatch!(fn transform_weight_row / transform_weight_row_generic(
-    w: &[f32], o: usize, c: usize, r: usize, up: SendPtr,
-));
+/// [`transform_weight_row_generic`] in AVX-512 registers: one stride-9 gather per tap brings
+/// in 16 kernels at once (the generic code transposes them with scalar stores).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `up` must point at `16 · o · c` floats of which row `r` of
+/// each `U[ξ]` is this call's alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_weight_row_avx512(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+    use std::arch::x86_64::*;
+    let row = &w[r * c * 9..(r + 1) * c * 9];
+    let taps = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(9),
+    );
+    let half = _mm512_set1_ps(0.5);
+    let zero = _mm512_setzero_ps();
+    let mut q = 0;
+    while q < c {
+        let n = LANES.min(c - q);
+        let mask: __mmask16 = first_lanes(n);
+        // SAFETY: the active lanes read taps of kernels q..q + n of this row.
+        let k: [__m512; 9] = std::array::from_fn(|i| {
+            _mm512_mask_i32gather_ps::<4>(zero, mask, taps, row.as_ptr().add(q * 9 + i))
+        });
+        // G on the columns of g (each column is 3 taps), then on the rows.
+        let g3 = |a: __m512, b: __m512, d: __m512| {
+            [
+                a,
+                _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a, b), d)),
+                _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a, b), d)),
+                d,
+            ]
+        };
+        let cols: [[__m512; 4]; 3] = std::array::from_fn(|j| g3(k[j], k[3 + j], k[6 + j]));
+        for i in 0..4 {
+            let vals = g3(cols[0][i], cols[1][i], cols[2][i]);
+            for (j, v) in vals.into_iter().enumerate() {
+                // SAFETY: row r of U[4i + j], columns q..q + n.
+                _mm512_mask_storeu_ps(up.get().add(((i * 4 + j) * o + r) * c + q), mask, v);
+            }
+        }
+        q += n;
+    }
+}
+
+/// Row `r` of every `U[ξ]` (see [`transform_weight_row_generic`]), with AVX-512 when the CPU
+/// has it.
+fn transform_weight_row(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F is present; row r of U is this call's (see transform_weights).
+        return unsafe { transform_weight_row_avx512(w, o, c, r, up) };
+    }
+    transform_weight_row_generic(w, o, c, r, up)
+}
 
 /// Transformed kernels for [`multiply`].
 #[derive(Clone, Copy)]
@@ -620,7 +636,7 @@ unsafe fn transform_input_avx512(
         }
         let (ep, op) = (even.as_ptr(), odd.as_ptr());
         for (t0, n) in chunks(tl, t_n) {
-            let mask: __mmask16 = if n == LANES { !0 } else { (1 << n) - 1 };
+            let mask: __mmask16 = first_lanes(n);
             // SAFETY (loads, gathers, stores): a wide chunk reads LANES + 1 columns of 4 rows
             // from its first tile's offset, inside the planes (`even_odd_width`); a gather
             // reads at most 3 rows + 1 past a tile's offset (inactive lanes read offset 0);
@@ -807,18 +823,7 @@ fn edge_masks(addr: &Addr, t0: usize, n: usize) -> [u16; 4] {
 #[cfg(target_arch = "x86_64")]
 fn row_masks(addr: &Addr, t0: usize, n: usize) -> (u16, u16) {
     let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
-    let bits = |k: usize| if k >= 16 { !0u16 } else { (1u16 << k) - 1 };
-    (bits(cols), bits(cols.saturating_sub(16)))
-}
-
-/// Interleave / de-interleave indices of `_mm512_permutex2var_ps`: `LO`/`HI` zip two vectors
-/// into 32 values, `EVEN`/`ODD` split 32 values into their even and odd lanes.
-#[cfg(target_arch = "x86_64")]
-mod perm {
-    pub const LO: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-    pub const HI: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
-    pub const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-    pub const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+    (first_lanes(cols), first_lanes(cols.saturating_sub(16)))
 }
 
 /// [`transform_output_generic`] in AVX-512 registers: interleaving stores (wide rows) or
@@ -896,7 +901,7 @@ unsafe fn transform_output_avx512(
                     let zip_lo = _mm512_permutex2var_ps(pair[0], lo, pair[1]);
                     let zip_hi = _mm512_permutex2var_ps(pair[0], hi, pair[1]);
                     _mm512_mask_storeu_ps(row, row_lo, zip_lo);
-                    _mm512_mask_storeu_ps(row.add(16), row_hi, zip_hi);
+                    _mm512_mask_storeu_ps(row.wrapping_add(16), row_hi, zip_hi);
                 }
             } else {
                 _mm512_mask_i32scatter_ps::<4>(yc, k[0], idx, out[0][0]);
@@ -1055,7 +1060,7 @@ unsafe fn transform_output_grad_avx512(
                 for (a, ya) in y.iter_mut().enumerate().take(rows) {
                     let row = base.add(a * wo);
                     let p0 = _mm512_maskz_loadu_ps(row_lo, row);
-                    let p1 = _mm512_maskz_loadu_ps(row_hi, row.add(16));
+                    let p1 = _mm512_maskz_loadu_ps(row_hi, row.wrapping_add(16));
                     *ya = [
                         _mm512_permutex2var_ps(p0, even, p1),
                         _mm512_permutex2var_ps(p0, odd, p1),

@@ -45,6 +45,16 @@ proptest! {
         check_pool(b, c, h, w, data, seed ^ 5).map_err(TestCaseError::fail)?;
     }
 
+    /// Rows of more than 16 windows (whole vector chunks and a tail), with the AVX-512 row
+    /// kernels (where the CPU has them) and the portable ones. Only this test sets the knob;
+    /// both paths give the same result, so the other tests do not mind which they get.
+    #[test]
+    fn pool_wide_rows(b in 1usize..=2, c in 1usize..=3, h in 2usize..=5, w in 30usize..=70, seed in any::<u64>(), portable in any::<bool>()) {
+        pyramid_ops::set_portable_kernels(portable);
+        let data: Vec<f32> = rand_vec(b * c * h * w, seed).into_iter().map(|v| if v > 0.5 { 1.0 } else { v }).collect();
+        check_pool(b, c, h, w, data, seed ^ 7).map_err(TestCaseError::fail)?;
+    }
+
     /// Values from {0, 1, 2}: many ties inside windows.
     #[test]
     fn pool_ties(b in 1usize..=3, c in 1usize..=3, h in 2usize..=9, w in 2usize..=9, seed in any::<u64>()) {

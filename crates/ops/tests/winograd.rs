@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use pyramid_ops::{set_conv_algo, set_winograd_block, set_winograd_portable, ConvAlgo};
+use pyramid_ops::{set_conv_algo, set_portable_kernels, set_winograd_block, ConvAlgo};
 use std::sync::Mutex;
 
 /// The algorithm is process-global and tests run on parallel threads: one test at a time.
@@ -37,7 +37,7 @@ proptest! {
         let _guard = lock();
         set_conv_algo(ConvAlgo::Winograd);
         set_winograd_block(block);
-        set_winograd_portable(portable);
+        set_portable_kernels(portable);
         check_conv(&c).map_err(TestCaseError::fail)?;
     }
 }
@@ -54,7 +54,7 @@ fn vgg_like_layers() {
         (4096, true),
     ] {
         set_winograd_block(block);
-        set_winograd_portable(portable);
+        set_portable_kernels(portable);
         for (c, o, h, w, p, relu) in [
             (64, 64, 24, 24, 1, true),
             (32, 48, 13, 11, 1, false),
@@ -102,7 +102,7 @@ fn algorithms_agree() {
         seed: 5,
     };
     let _guard = lock();
-    set_winograd_portable(false);
+    set_portable_kernels(false);
     set_conv_algo(ConvAlgo::Im2col);
     let a = run_conv(&case, pyramid_ops::Backend::Fast);
     set_conv_algo(ConvAlgo::Winograd);
