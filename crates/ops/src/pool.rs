@@ -155,16 +155,25 @@ mod avx512 {
         (_mm512_mask_blend_ps(gt, m, b), gt)
     }
 
+    /// The first maximum of windows `i..i + n` of rows `r0`, `r1`: its value, the lanes where
+    /// the top-right, bottom-left, bottom-right value took over, and the column masks of
+    /// [`split`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn first_max([r0, r1]: [&[f32]; 2], i: usize, n: usize) -> (__m512, [u16; 3], [u16; 2]) {
+        let (a, b, k) = split(r0, i, n);
+        let (c, d, _) = split(r1, i, n);
+        let (m, sb) = step(a, b);
+        let (m, sc) = step(m, c);
+        let (m, sd) = step(m, d);
+        (m, [sb, sc, sd], k)
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
         let mut i = 0;
         while i < y.len() {
             let n = (y.len() - i).min(16);
-            let (a, b, _) = split(r0, i, n);
-            let (c, d, _) = split(r1, i, n);
-            let (m, _) = step(a, b);
-            let (m, _) = step(m, c);
-            let (m, _) = step(m, d);
+            let (m, _, _) = first_max([r0, r1], i, n);
             // SAFETY: lanes i..i + n of y.
             _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), first_lanes(n), m);
             i += n;
@@ -181,11 +190,7 @@ mod avx512 {
         let mut i = 0;
         while i < gr.len() {
             let n = (gr.len() - i).min(16);
-            let (a, b, k) = split(r0, i, n);
-            let (c, d, _) = split(r1, i, n);
-            let (m, sb) = step(a, b);
-            let (m, sc) = step(m, c);
-            let (_, sd) = step(m, d);
+            let (_, [sb, sc, sd], k) = first_max([r0, r1], i, n);
             // SAFETY (loads, stores): lanes i..i + n of gr, columns 2i..2(i + n) of g0, g1.
             let gv = _mm512_maskz_loadu_ps(first_lanes(n), gr.as_ptr().add(i));
             let pick = |k: u16| _mm512_maskz_mov_ps(k, gv);

@@ -506,6 +506,31 @@ fn fill_even_odd(
     }
 }
 
+/// [`fill_even_odd`] for channel `ci` of every image segment of the block (one plane each).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill_planes(
+    g: &Geom,
+    tl: &Tiles,
+    x: &[f32],
+    ci: usize,
+    r0: usize,
+    r1: usize,
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
+    let (c, hw, ew) = (g.c, g.h * g.w, even_odd_width(tl));
+    let plane = (2 * tl.th + 2) * ew;
+    for (s, (b, ty0, ty1, _)) in segments(tl, r0, r1).enumerate() {
+        let xc = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+        let (e, o) = (
+            &mut even[s * plane..(s + 1) * plane],
+            &mut odd[s * plane..(s + 1) * plane],
+        );
+        fill_even_odd(g, xc, ty0, ty1, ew, e, o);
+    }
+}
+
 /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for the tiles of rows `r0..r1` (`T = (r1 - r0) · tw` tiles).
 /// `even` / `odd` hold one plane per image segment of the block and must be zero on entry
 /// (only in-image cells are ever written, so the padding stays zero).
@@ -525,17 +550,8 @@ fn transform_input_generic(
     let (c, tw) = (g.c, tl.tw);
     let t_n = (r1 - r0) * tw;
     let ew = even_odd_width(tl);
-    let plane = (2 * tl.th + 2) * ew;
-    let hw = g.h * g.w;
     for ci in 0..c {
-        for (s, (b, ty0, ty1, _)) in segments(tl, r0, r1).enumerate() {
-            let xc = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-            let (e, o) = (
-                &mut even[s * plane..(s + 1) * plane],
-                &mut odd[s * plane..(s + 1) * plane],
-            );
-            fill_even_odd(g, xc, ty0, ty1, ew, e, o);
-        }
+        fill_planes(g, tl, x, ci, r0, r1, even, odd);
         for (t0, n) in chunks(tl, t_n) {
             // d[i][j][l]: patch value (i, j) of tile t0 + l; columns j = 0..4 of patch row i
             // are even[k], odd[k], even[k + 1], odd[k + 1] of its padded row.
@@ -618,22 +634,13 @@ unsafe fn transform_input_avx512(
     let (c, tw) = (g.c, tl.tw);
     let t_n = (r1 - r0) * tw;
     let ew = even_odd_width(tl);
-    let plane = (2 * tl.th + 2) * ew;
-    let hw = g.h * g.w;
     let wide = tw >= LANES;
     assert!(addr.inp32.len() == t_n && v.len() >= 16 * c * t_n);
     // Every gather reads at most 3 rows + 1 past a tile's offset.
     let last = addr.inp.iter().max().map_or(0, |&o| o + 3 * ew + 1);
     assert!(last < even.len() && even.len() == odd.len());
     for ci in 0..c {
-        for (s, (b, ty0, ty1, _)) in segments(tl, r0, r1).enumerate() {
-            let xc = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-            let (e, o) = (
-                &mut even[s * plane..(s + 1) * plane],
-                &mut odd[s * plane..(s + 1) * plane],
-            );
-            fill_even_odd(g, xc, ty0, ty1, ew, e, o);
-        }
+        fill_planes(g, tl, x, ci, r0, r1, even, odd);
         let (ep, op) = (even.as_ptr(), odd.as_ptr());
         for (t0, n) in chunks(tl, t_n) {
             let mask: __mmask16 = first_lanes(n);
