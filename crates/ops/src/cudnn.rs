@@ -12,7 +12,7 @@
 //!   (`beta = 1`). ReLU: candle's CUDA unary kernel on the result.
 //! * Backward (see `conv_bwd`): the output gradient is masked by `y > 0` for the fused ReLU, the
 //!   bias gradient is a candle sum over (N, H, W), and the input / weight gradients are the
-//!   custom ops [`BwdData`] / [`BwdFilter`] (cuDNN backward-data / backward-filter).
+//!   custom op [`Bwd`] (cuDNN backward-data / backward-filter).
 //! * Determinism: cuDNN's heuristics may pick algorithms that accumulate with atomics (e.g.
 //!   backward-filter `ALGO_0`/`ALGO_3`), so CUDA gradients can differ in the last bits between
 //!   runs (PyTorch's default behaves the same), unlike the CPU ops.
@@ -289,76 +289,25 @@ pub(crate) fn conv_fwd(
     Ok((ys, shape))
 }
 
-/// The input gradient: arguments `(dy, w)`, output `dx` `[B, C, H, W]`. CUDA only.
+/// Which gradient a [`Bwd`] op computes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BwdData(pub Geom);
-
-impl CustomOp2 for BwdData {
-    fn name(&self) -> &'static str {
-        "pyramid-conv2d-bwd-data-cudnn"
-    }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        bail!("{}: CUDA only", self.name())
-    }
-    fn cuda_fwd(
-        &self,
-        dys: &CudaStorage,
-        dyl: &Layout,
-        ws: &CudaStorage,
-        wl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let g = &self.0;
-        let dev = &dys.device;
-        let shape = Shape::from((g.b, g.c, g.h, g.w));
-        let n = shape.elem_count();
-        if empty(g) {
-            return Ok((
-                CudaStorage::wrap_cuda_slice(dev.alloc_zeros::<f32>(n)?, dev.clone()),
-                shape,
-            ));
-        }
-        let dy = view(dys, dyl, g.b * g.o * g.ho * g.wo)?;
-        let w = view(ws, wl, g.o * g.c * g.k * g.k)?;
-        let tf32 = allow_tf32();
-        let cudnn = handle(dev)?;
-        let d = descs(&cudnn, g, tf32)?;
-        let op = ConvBackwardData {
-            conv: &d.conv,
-            dx: &d.x,
-            w: &d.w,
-            dy: &d.y,
-        };
-        let (algo, bytes) = cached(Key::new(dev, g, Pass::BackwardData, tf32), || {
-            let a = op.pick_algorithm()?;
-            Ok((Algo::Data(a), op.get_workspace_size(a)?))
-        })?;
-        let Algo::Data(algo) = algo else {
-            bail!("pyramid-ops cudnn: cache holds a non-backward-data algorithm")
-        };
-        let mut wsp = workspace(dev, bytes)?;
-        // SAFETY: beta = 0 writes every element.
-        let mut dx = unsafe { dev.alloc::<f32>(n)? };
-        // SAFETY: the descriptors describe these contiguous f32 NCHW buffers.
-        unsafe {
-            op.launch::<CudaSlice<u8>, _, _, _>(algo, wsp.as_mut(), (1.0, 0.0), &mut dx, &w, &dy)?;
-        }
-        Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), shape))
-    }
+pub(crate) enum Grad {
+    /// The input gradient: arguments `(dy, w)`, output `dx` `[B, C, H, W]`.
+    Data,
+    /// The weight gradient: arguments `(x, dy)`, output `dw` `[O, C, K, K]`.
+    Filter,
 }
 
-/// The weight gradient: arguments `(x, dy)`, output `dw` `[O, C, K, K]`. CUDA only.
+/// A cuDNN backward pass of the convolution `.0` as a custom op (CUDA only).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BwdFilter(pub Geom);
+pub(crate) struct Bwd(pub Geom, pub Grad);
 
-impl CustomOp2 for BwdFilter {
+impl CustomOp2 for Bwd {
     fn name(&self) -> &'static str {
-        "pyramid-conv2d-bwd-filter-cudnn"
+        match self.1 {
+            Grad::Data => "pyramid-conv2d-bwd-data-cudnn",
+            Grad::Filter => "pyramid-conv2d-bwd-filter-cudnn",
+        }
     }
     fn cpu_fwd(
         &self,
@@ -371,14 +320,17 @@ impl CustomOp2 for BwdFilter {
     }
     fn cuda_fwd(
         &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        dys: &CudaStorage,
-        dyl: &Layout,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let g = &self.0;
-        let dev = &xs.device;
-        let shape = Shape::from((g.o, g.c, g.k, g.k));
+        let Bwd(g, grad) = self;
+        let dev = &s1.device;
+        let shape = match grad {
+            Grad::Data => Shape::from((g.b, g.c, g.h, g.w)),
+            Grad::Filter => Shape::from((g.o, g.c, g.k, g.k)),
+        };
         let n = shape.elem_count();
         if empty(g) {
             return Ok((
@@ -386,32 +338,77 @@ impl CustomOp2 for BwdFilter {
                 shape,
             ));
         }
-        let x = view(xs, xl, g.b * g.c * g.h * g.w)?;
-        let dy = view(dys, dyl, g.b * g.o * g.ho * g.wo)?;
+        let (x_len, w_len, dy_len) = (
+            g.b * g.c * g.h * g.w,
+            g.o * g.c * g.k * g.k,
+            g.b * g.o * g.ho * g.wo,
+        );
         let tf32 = allow_tf32();
         let cudnn = handle(dev)?;
         let d = descs(&cudnn, g, tf32)?;
-        let op = ConvBackwardFilter {
-            conv: &d.conv,
-            x: &d.x,
-            dw: &d.w,
-            dy: &d.y,
-        };
-        let (algo, bytes) = cached(Key::new(dev, g, Pass::BackwardFilter, tf32), || {
-            let a = op.pick_algorithm()?;
-            Ok((Algo::Filter(a), op.get_workspace_size(a)?))
-        })?;
-        let Algo::Filter(algo) = algo else {
-            bail!("pyramid-ops cudnn: cache holds a non-backward-filter algorithm")
-        };
-        let mut wsp = workspace(dev, bytes)?;
         // SAFETY: beta = 0 writes every element.
-        let mut dw = unsafe { dev.alloc::<f32>(n)? };
-        // SAFETY: the descriptors describe these contiguous f32 NCHW buffers.
-        unsafe {
-            op.launch::<CudaSlice<u8>, _, _, _>(algo, wsp.as_mut(), (1.0, 0.0), &x, &mut dw, &dy)?;
+        let mut out = unsafe { dev.alloc::<f32>(n)? };
+        match grad {
+            Grad::Data => {
+                let (dy, w) = (view(s1, l1, dy_len)?, view(s2, l2, w_len)?);
+                let op = ConvBackwardData {
+                    conv: &d.conv,
+                    dx: &d.x,
+                    w: &d.w,
+                    dy: &d.y,
+                };
+                let key = Key::new(dev, g, Pass::BackwardData, tf32);
+                let (algo, bytes) = cached(key, || {
+                    let a = op.pick_algorithm()?;
+                    Ok((Algo::Data(a), op.get_workspace_size(a)?))
+                })?;
+                let Algo::Data(algo) = algo else {
+                    bail!("pyramid-ops cudnn: cache holds a non-backward-data algorithm")
+                };
+                let mut wsp = workspace(dev, bytes)?;
+                // SAFETY: the descriptors describe these contiguous f32 NCHW buffers.
+                unsafe {
+                    op.launch::<CudaSlice<u8>, _, _, _>(
+                        algo,
+                        wsp.as_mut(),
+                        (1.0, 0.0),
+                        &mut out,
+                        &w,
+                        &dy,
+                    )?;
+                }
+            }
+            Grad::Filter => {
+                let (x, dy) = (view(s1, l1, x_len)?, view(s2, l2, dy_len)?);
+                let op = ConvBackwardFilter {
+                    conv: &d.conv,
+                    x: &d.x,
+                    dw: &d.w,
+                    dy: &d.y,
+                };
+                let key = Key::new(dev, g, Pass::BackwardFilter, tf32);
+                let (algo, bytes) = cached(key, || {
+                    let a = op.pick_algorithm()?;
+                    Ok((Algo::Filter(a), op.get_workspace_size(a)?))
+                })?;
+                let Algo::Filter(algo) = algo else {
+                    bail!("pyramid-ops cudnn: cache holds a non-backward-filter algorithm")
+                };
+                let mut wsp = workspace(dev, bytes)?;
+                // SAFETY: the descriptors describe these contiguous f32 NCHW buffers.
+                unsafe {
+                    op.launch::<CudaSlice<u8>, _, _, _>(
+                        algo,
+                        wsp.as_mut(),
+                        (1.0, 0.0),
+                        &x,
+                        &mut out,
+                        &dy,
+                    )?;
+                }
+            }
         }
-        Ok((CudaStorage::wrap_cuda_slice(dw, dev.clone()), shape))
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
     }
 }
 
@@ -439,13 +436,13 @@ pub(crate) fn conv_bwd(
     let dy = dy.contiguous()?;
     let gb = need_b.then(|| dy.sum((0, 2, 3))).transpose()?;
     let gx = need_x
-        .then(|| dy.apply_op2_no_bwd(&w.detach().contiguous()?, &BwdData(*g)))
+        .then(|| dy.apply_op2_no_bwd(&w.detach().contiguous()?, &Bwd(*g, Grad::Data)))
         .transpose()?;
     let gw = need_w
         .then(|| {
             x.detach()
                 .contiguous()?
-                .apply_op2_no_bwd(&dy, &BwdFilter(*g))
+                .apply_op2_no_bwd(&dy, &Bwd(*g, Grad::Filter))
         })
         .transpose()?;
     Ok((gx, gw, gb))
