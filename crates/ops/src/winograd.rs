@@ -636,9 +636,16 @@ unsafe fn transform_input_avx512(
     let ew = even_odd_width(tl);
     let wide = tw >= LANES;
     assert!(addr.inp32.len() == t_n && v.len() >= 16 * c * t_n);
-    // Every gather reads at most 3 rows + 1 past a tile's offset.
-    let last = addr.inp.iter().max().map_or(0, |&o| o + 3 * ew + 1);
-    assert!(last < even.len() && even.len() == odd.len());
+    // A wide chunk's loads reach 3 rows + LANES past its first tile's offset, a gather 3 rows
+    // + 1 past any tile's.
+    let last = if wide {
+        chunks(tl, t_n)
+            .map(|(t0, _)| addr.inp[t0] + 3 * ew + LANES)
+            .max()
+    } else {
+        addr.inp.iter().map(|&o| o + 3 * ew + 1).max()
+    };
+    assert!(last.unwrap_or(0) < even.len() && even.len() == odd.len());
     for ci in 0..c {
         fill_planes(g, tl, x, ci, r0, r1, even, odd);
         let (ep, op) = (even.as_ptr(), odd.as_ptr());
@@ -655,7 +662,6 @@ unsafe fn transform_input_avx512(
             for (i, ti) in t.iter_mut().enumerate() {
                 let [e0, o0, e1, o1] = if wide {
                     let row = addr.inp[t0] + i * ew;
-                    assert!(row + LANES < even.len());
                     [
                         _mm512_loadu_ps(ep.add(row)),
                         _mm512_loadu_ps(op.add(row)),
@@ -810,27 +816,50 @@ fn transform_output_generic(
     }
 }
 
-/// Lane masks of a chunk's tiles: all `n` tiles, those with a right column, with a bottom row,
-/// with both.
+/// Where the output pixels of a chunk's tiles lie, for the AVX-512 output-side kernels.
 #[cfg(target_arch = "x86_64")]
-fn edge_masks(addr: &Addr, t0: usize, n: usize) -> [u16; 4] {
-    let mut k = [0u16; 4];
-    for l in 0..n {
-        let e = addr.edge[t0 + l];
-        k[0] |= 1 << l;
-        k[1] |= u16::from(e & 1 != 0) << l;
-        k[2] |= u16::from(e & 2 != 0) << l;
-        k[3] |= u16::from(e == 3) << l;
-    }
-    k
+struct PixelLanes {
+    /// The chunk's `n` tiles.
+    tiles: u16,
+    /// Narrow rows: per pixel `(a, j)` of a tile, the lanes whose tile has it (inside the
+    /// image), and its offset from channel oc's plane of image 0.
+    mask: [[u16; 2]; 2],
+    idx: [[std::arch::x86_64::__m512i; 2]; 2],
+    /// Wide rows: the output rows the chunk covers (1 or 2), and the lanes of the first and
+    /// second 16 columns of each (`2n` columns, one less when the last tile has no right one).
+    rows: usize,
+    halves: (u16, u16),
 }
 
-/// `(lanes of the first 16 columns, of the next 16)` of a wide chunk's output row: `2n`
-/// columns, one less when its last tile has no right column.
 #[cfg(target_arch = "x86_64")]
-fn row_masks(addr: &Addr, t0: usize, n: usize) -> (u16, u16) {
-    let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
-    (first_lanes(cols), first_lanes(cols.saturating_sub(16)))
+impl PixelLanes {
+    /// # Safety
+    /// The CPU must support AVX-512F; `addr.out32` must hold the block's tile offsets.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new(addr: &Addr, wo: usize, t0: usize, n: usize) -> Self {
+        use std::arch::x86_64::*;
+        let mut mask = [[0u16; 2]; 2];
+        for l in 0..n {
+            let e = addr.edge[t0 + l];
+            let (right, bottom) = (e & 1 != 0, e & 2 != 0);
+            mask[0][0] |= 1 << l;
+            mask[0][1] |= u16::from(right) << l;
+            mask[1][0] |= u16::from(bottom) << l;
+            mask[1][1] |= u16::from(right && bottom) << l;
+        }
+        let tiles = mask[0][0];
+        // SAFETY: lanes t0..t0 + n of out32 (the caller's guarantee).
+        let idx = _mm512_maskz_loadu_epi32(tiles, addr.out32.as_ptr().add(t0));
+        let at = |a: usize, j: usize| _mm512_add_epi32(idx, _mm512_set1_epi32((a * wo + j) as i32));
+        let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
+        Self {
+            tiles,
+            mask,
+            idx: [[at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]],
+            rows: 1 + usize::from(addr.edge[t0] & 2 != 0),
+            halves: (first_lanes(cols), first_lanes(cols.saturating_sub(16))),
+        }
+    }
 }
 
 /// [`transform_output_generic`] in AVX-512 registers: interleaving stores (wide rows) or
@@ -861,22 +890,14 @@ unsafe fn transform_output_avx512(
         _mm512_loadu_epi32(perm::HI.as_ptr()),
     );
     let zero = _mm512_setzero_ps();
+    let wide = tl.tw >= LANES;
     for (t0, n) in chunks(tl, t_n) {
-        let k = edge_masks(addr, t0, n);
-        let idx = _mm512_maskz_loadu_epi32(k[0], addr.out32.as_ptr().add(t0));
-        let (idx_r, idx_b) = (
-            _mm512_add_epi32(idx, _mm512_set1_epi32(1)),
-            _mm512_add_epi32(idx, _mm512_set1_epi32(wo as i32)),
-        );
-        let idx_br = _mm512_add_epi32(idx_b, _mm512_set1_epi32(1));
-        let wide = tl.tw >= LANES;
-        let (row_lo, row_hi) = if wide { row_masks(addr, t0, n) } else { (0, 0) };
-        let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+        let px = PixelLanes::new(addr, wo, t0, n);
         for oc in 0..o {
             let bv = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
             // SAFETY (loads): 16 lanes from (ξ, oc, t0) of M; lanes past n are masked.
             let mm: [__m512; 16] = std::array::from_fn(|xi| {
-                _mm512_maskz_loadu_ps(k[0], m.as_ptr().add((xi * o + oc) * t_n + t0))
+                _mm512_maskz_loadu_ps(px.tiles, m.as_ptr().add((xi * o + oc) * t_n + t0))
             });
             // Aᵀ on the columns (j), then on the rows (i); out[a][j]: output pixel (a, j).
             let s: [[__m512; 2]; 4] = std::array::from_fn(|i| {
@@ -903,18 +924,19 @@ unsafe fn transform_output_avx512(
             let yc = yp.get().add(oc * np);
             if wide {
                 let base = yc.add(addr.out[t0]);
-                for (a, pair) in out.iter().enumerate().take(rows) {
+                for (a, pair) in out.iter().enumerate().take(px.rows) {
                     let row = base.add(a * wo);
                     let zip_lo = _mm512_permutex2var_ps(pair[0], lo, pair[1]);
                     let zip_hi = _mm512_permutex2var_ps(pair[0], hi, pair[1]);
-                    _mm512_mask_storeu_ps(row, row_lo, zip_lo);
-                    _mm512_mask_storeu_ps(row.wrapping_add(16), row_hi, zip_hi);
+                    _mm512_mask_storeu_ps(row, px.halves.0, zip_lo);
+                    _mm512_mask_storeu_ps(row.wrapping_add(16), px.halves.1, zip_hi);
                 }
             } else {
-                _mm512_mask_i32scatter_ps::<4>(yc, k[0], idx, out[0][0]);
-                _mm512_mask_i32scatter_ps::<4>(yc, k[1], idx_r, out[0][1]);
-                _mm512_mask_i32scatter_ps::<4>(yc, k[2], idx_b, out[1][0]);
-                _mm512_mask_i32scatter_ps::<4>(yc, k[3], idx_br, out[1][1]);
+                for (a, pair) in out.iter().enumerate() {
+                    for (j, &val) in pair.iter().enumerate() {
+                        _mm512_mask_i32scatter_ps::<4>(yc, px.mask[a][j], px.idx[a][j], val);
+                    }
+                }
             }
         }
     }
@@ -1045,17 +1067,9 @@ unsafe fn transform_output_grad_avx512(
         _mm512_loadu_epi32(perm::ODD.as_ptr()),
     );
     let mp = m.as_mut_ptr();
+    let wide = tl.tw >= LANES;
     for (t0, n) in chunks(tl, t_n) {
-        let k = edge_masks(addr, t0, n);
-        let idx = _mm512_maskz_loadu_epi32(k[0], addr.out32.as_ptr().add(t0));
-        let (idx_r, idx_b) = (
-            _mm512_add_epi32(idx, _mm512_set1_epi32(1)),
-            _mm512_add_epi32(idx, _mm512_set1_epi32(wo as i32)),
-        );
-        let idx_br = _mm512_add_epi32(idx_b, _mm512_set1_epi32(1));
-        let wide = tl.tw >= LANES;
-        let (row_lo, row_hi) = if wide { row_masks(addr, t0, n) } else { (0, 0) };
-        let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
+        let px = PixelLanes::new(addr, wo, t0, n);
         for oc in 0..o {
             // SAFETY (loads, gathers): the pixels of this block's tiles in channel oc, kept
             // inside the image by the row / edge masks; y[a][j]: pixel (a, j) of each tile.
@@ -1064,26 +1078,21 @@ unsafe fn transform_output_grad_avx512(
             let mut y = [[zero; 2]; 2];
             if wide {
                 let base = gc.add(addr.out[t0]);
-                for (a, ya) in y.iter_mut().enumerate().take(rows) {
+                for (a, ya) in y.iter_mut().enumerate().take(px.rows) {
                     let row = base.add(a * wo);
-                    let p0 = _mm512_maskz_loadu_ps(row_lo, row);
-                    let p1 = _mm512_maskz_loadu_ps(row_hi, row.wrapping_add(16));
+                    let p0 = _mm512_maskz_loadu_ps(px.halves.0, row);
+                    let p1 = _mm512_maskz_loadu_ps(px.halves.1, row.wrapping_add(16));
                     *ya = [
                         _mm512_permutex2var_ps(p0, even, p1),
                         _mm512_permutex2var_ps(p0, odd, p1),
                     ];
                 }
             } else {
-                y = [
-                    [
-                        _mm512_mask_i32gather_ps::<4>(zero, k[0], idx, gc),
-                        _mm512_mask_i32gather_ps::<4>(zero, k[1], idx_r, gc),
-                    ],
-                    [
-                        _mm512_mask_i32gather_ps::<4>(zero, k[2], idx_b, gc),
-                        _mm512_mask_i32gather_ps::<4>(zero, k[3], idx_br, gc),
-                    ],
-                ];
+                y = std::array::from_fn(|a| {
+                    std::array::from_fn(|j| {
+                        _mm512_mask_i32gather_ps::<4>(zero, px.mask[a][j], px.idx[a][j], gc)
+                    })
+                });
             }
             // A on the columns (j), then on the rows (i); out to dM[ξ = 4i + j][oc].
             let cj: [[__m512; 4]; 2] = std::array::from_fn(|a| {
@@ -1105,7 +1114,7 @@ unsafe fn transform_output_grad_avx512(
                 ];
                 for (i, val) in out.into_iter().enumerate() {
                     // SAFETY: lanes t0..t0 + n of row (ξ, oc) of dM.
-                    _mm512_mask_storeu_ps(mp.add(((i * 4 + j) * o + oc) * t_n + t0), k[0], val);
+                    _mm512_mask_storeu_ps(mp.add(((i * 4 + j) * o + oc) * t_n + t0), px.tiles, val);
                 }
             }
         }
