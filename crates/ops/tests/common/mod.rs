@@ -28,17 +28,12 @@ pub fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
 /// gradient of a single output channel) keeps the rounding error of its large terms, so a
 /// purely relative error would fail on correct kernels.
 pub fn sum_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = max_abs(b).max(1.0);
-    max_abs(&(a - b).unwrap()) / scale
+    let (diff, scale) = diff_and_scale(a, b);
+    diff / scale.max(1.0)
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
-}
-
-/// max |a - b| / max |b| (0 when both are zero).
-pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+/// `(max |a - b|, max |b|)`.
+fn diff_and_scale(a: &Tensor, b: &Tensor) -> (f32, f32) {
     assert_eq!(a.dims(), b.dims());
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -47,6 +42,12 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
         .iter()
         .zip(&b)
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (diff, scale)
+}
+
+/// max |a - b| / max |b| (0 when both are zero).
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let (diff, scale) = diff_and_scale(a, b);
     if scale == 0.0 {
         diff
     } else {
