@@ -33,7 +33,8 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = ExperimentConfig::from_file(&a.config)?;
     if a.dry_run {
-        print!("{}", Plan::new(&cfg).to_text());
+        let plan = Plan::build(&cfg).with_context(|| format!("planning {}", a.config.display()))?;
+        print!("{}", plan.to_text());
         return Ok(());
     }
     let opts = RunOptions {

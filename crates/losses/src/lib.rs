@@ -10,4 +10,4 @@ pub use functional::{
     attention_map, attention_transfer, cross_entropy, dkd, gram, gram_loss, kd_kl, log_softmax,
     logit_mse, mse_sum,
 };
-pub use spec::{LossInputs, LossSpec, Weighted};
+pub use spec::{LossInputs, LossSpec, Monitor, Output, Reads, Reduction, Weighted};

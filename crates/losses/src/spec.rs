@@ -70,6 +70,74 @@ pub enum LossSpec {
     Sum { terms: Vec<Weighted> },
 }
 
+/// A tensor of a forward pass that a loss reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// A matched feature map (or, at a level that compresses the head, the logits).
+    Features,
+    /// Gram (FSP) pairs (F1, F2).
+    GramPairs,
+    /// The logits.
+    Logits,
+}
+
+/// What a loss reads from the student's and the teacher's forward passes, and whether it needs
+/// labels. The stage runner taps exactly these and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reads {
+    pub student: Vec<Output>,
+    pub teacher: Vec<Output>,
+    pub labels: bool,
+}
+
+impl Reads {
+    fn merge(mut self, other: Reads) -> Reads {
+        self.student.extend(other.student);
+        self.teacher.extend(other.teacher);
+        self.student.sort_unstable();
+        self.student.dedup();
+        self.teacher.sort_unstable();
+        self.teacher.dedup();
+        self.labels |= other.labels;
+        self
+    }
+
+    /// Whether the teacher runs at all.
+    pub fn needs_teacher(&self) -> bool {
+        !self.teacher.is_empty()
+    }
+}
+
+/// How a loss reduces over the batch; it decides how its values are logged per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// Summed over the batch (MSE_sum, METHOD.md §0): a batch value is already a sum over images.
+    Sum,
+    /// Averaged over the batch: a batch value times the batch size is a sum over images.
+    Mean,
+    /// A `sum` whose terms reduce differently: logged as the mean of the batch values.
+    Mixed,
+}
+
+/// What a stage with this loss monitors for model selection and its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// The loss itself, lower is better (label-free stages: hints, Gram, logit matching).
+    Loss,
+    /// Classification accuracy, higher is better (any loss that reads labels).
+    Accuracy,
+}
+
+impl Monitor {
+    /// True when a higher value is better.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Monitor::Accuracy)
+    }
+}
+
 fn need<'a>(loss: &'static str, input: &'static str, t: Option<&'a Tensor>) -> Result<&'a Tensor> {
     t.ok_or(LossError::MissingInput { loss, input })
 }
@@ -89,48 +157,130 @@ impl LossSpec {
         }
     }
 
-    fn any(&self, leaf: &dyn Fn(&LossSpec) -> bool) -> bool {
+    /// The outputs this loss reads (a `sum` reads the union of its terms').
+    pub fn reads(&self) -> Reads {
+        use Output::*;
+        let both = |o: Output| Reads {
+            student: vec![o],
+            teacher: vec![o],
+            labels: false,
+        };
         match self {
-            LossSpec::Sum { terms } => terms.iter().any(|t| t.loss.any(leaf)),
-            other => leaf(other),
+            LossSpec::Hint | LossSpec::AttentionTransfer { .. } => both(Features),
+            LossSpec::Gram => both(GramPairs),
+            LossSpec::LogitMse => both(Logits),
+            LossSpec::Kd { alpha, .. } => Reads {
+                labels: *alpha != 1.0,
+                ..both(Logits)
+            },
+            LossSpec::Dkd { .. } => Reads {
+                labels: true,
+                ..both(Logits)
+            },
+            LossSpec::CrossEntropy => Reads {
+                student: vec![Logits],
+                teacher: vec![],
+                labels: true,
+            },
+            LossSpec::Sum { terms } => terms
+                .iter()
+                .fold(Reads::default(), |acc, t| acc.merge(t.loss.reads())),
+        }
+    }
+
+    /// How the loss reduces over the batch.
+    pub fn reduction(&self) -> Reduction {
+        match self {
+            LossSpec::Hint | LossSpec::Gram | LossSpec::LogitMse => Reduction::Sum,
+            LossSpec::Kd { .. }
+            | LossSpec::CrossEntropy
+            | LossSpec::AttentionTransfer { .. }
+            | LossSpec::Dkd { .. } => Reduction::Mean,
+            LossSpec::Sum { terms } => {
+                let mut r = terms.iter().map(|t| t.loss.reduction());
+                let first = r.next().unwrap_or(Reduction::Mean);
+                if r.all(|x| x == first) {
+                    first
+                } else {
+                    Reduction::Mixed
+                }
+            }
+        }
+    }
+
+    /// What a stage trained with this loss monitors: accuracy when labels are read, else the loss.
+    pub fn monitor(&self) -> Monitor {
+        if self.reads().labels {
+            Monitor::Accuracy
+        } else {
+            Monitor::Loss
+        }
+    }
+
+    /// Checks, before anything runs, that per-sample shapes `[C, H, W]` (or `[n]` for
+    /// logits) of a student and a teacher feature map suit every term of this loss that reads
+    /// feature maps. The message says what does not fit.
+    pub fn check_feature_shapes(&self, student: &[usize], teacher: &[usize]) -> Result<()> {
+        let bad = |m: String| Err(LossError::InvalidSpec(m));
+        match self {
+            LossSpec::Hint if student != teacher => bad(format!(
+                "hint compares equal shapes, got student {student:?} and teacher {teacher:?}"
+            )),
+            LossSpec::AttentionTransfer { .. } => match (student, teacher) {
+                ([_, hs, ws], [_, ht, wt]) if (hs, ws) == (ht, wt) => Ok(()),
+                _ => bad(format!(
+                    "attention_transfer needs feature maps [C, H, W] of equal H×W, got student {student:?} and teacher {teacher:?}"
+                )),
+            },
+            LossSpec::Sum { terms } => terms
+                .iter()
+                .try_for_each(|t| t.loss.check_feature_shapes(student, teacher)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A short description for plans and logs, e.g. `1·cross_entropy + 1·kd(T=4, α=1)`.
+    pub fn describe(&self) -> String {
+        match self {
+            LossSpec::Kd { temperature, alpha } => format!("kd(T={temperature}, α={alpha})"),
+            LossSpec::AttentionTransfer { beta } => format!("attention_transfer(β={beta})"),
+            LossSpec::Dkd {
+                alpha,
+                beta,
+                temperature,
+            } => format!("dkd(α={alpha}, β={beta}, T={temperature})"),
+            LossSpec::Sum { terms } => terms
+                .iter()
+                .map(|t| format!("{}·{}", t.weight, t.loss.describe()))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            other => other.name().to_string(),
         }
     }
 
     /// Whether a teacher forward pass is needed.
     pub fn needs_teacher(&self) -> bool {
-        self.any(&|l| !matches!(l, LossSpec::CrossEntropy))
+        self.reads().needs_teacher()
     }
 
     /// Whether class labels are consumed.
     pub fn needs_labels(&self) -> bool {
-        self.any(&|l| match l {
-            LossSpec::CrossEntropy | LossSpec::Dkd { .. } => true,
-            LossSpec::Kd { alpha, .. } => *alpha != 1.0,
-            _ => false,
-        })
+        self.reads().labels
     }
 
     /// Whether `student_features` / `teacher_features` are consumed.
     pub fn needs_features(&self) -> bool {
-        self.any(&|l| matches!(l, LossSpec::Hint | LossSpec::AttentionTransfer { .. }))
+        self.reads().student.contains(&Output::Features)
     }
 
     /// Whether Gram pairs are consumed.
     pub fn needs_gram_pairs(&self) -> bool {
-        self.any(&|l| matches!(l, LossSpec::Gram))
+        self.reads().student.contains(&Output::GramPairs)
     }
 
     /// Whether student logits are consumed.
     pub fn needs_logits(&self) -> bool {
-        self.any(&|l| {
-            matches!(
-                l,
-                LossSpec::LogitMse
-                    | LossSpec::Kd { .. }
-                    | LossSpec::CrossEntropy
-                    | LossSpec::Dkd { .. }
-            )
-        })
+        self.reads().student.contains(&Output::Logits)
     }
 
     /// Checks hyper-parameter ranges (finite weights, T > 0, α ∈ [0, 1] for KD, non-empty sums).

@@ -192,3 +192,15 @@ pub enum LayerSpec {
         relu: bool,
     },
 }
+
+impl LayerSpec {
+    /// The layer's name inside its block (convs, pools and linear layers are named).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LayerSpec::Conv { name, .. }
+            | LayerSpec::Pool { name }
+            | LayerSpec::Linear { name, .. } => Some(name),
+            LayerSpec::Flatten | LayerSpec::Dropout { .. } => None,
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! roles, shapes, counts); a [`Model`] adds candle `Var`s named like PyTorch state-dict keys
 //! (`B3.conv3_1.weight`), a forward pass with taps, and inheritance of weights by name.
 
+pub mod adapter;
 pub mod blocks;
 pub mod config;
 pub mod init;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod spec;
 
+pub use adapter::{Adapter, AdapterSpec};
 pub use blocks::{BlockKind, LayerSpec};
 pub use config::{ModelConfig, ModelId, ModelOptions, Scheme};
 pub use init::InitRule;

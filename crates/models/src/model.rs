@@ -255,6 +255,18 @@ impl Model {
             .collect()
     }
 
+    /// The parameters computed at or before `tap` (see `ModelSpec::params_up_to`).
+    pub fn params_up_to(&self, tap: &str) -> Result<Vec<(String, Var)>, Error> {
+        self.spec
+            .params_up_to(tap)?
+            .into_iter()
+            .map(|n| {
+                let v = self.var(&n).ok_or_else(|| Error::UnknownParam(n.clone()))?;
+                Ok((n, v.clone()))
+            })
+            .collect()
+    }
+
     /// The parameters up to and including the compressed block: what stage 1 trains (§3.3, §4.3).
     pub fn stage1_params(&self) -> Vec<(String, Var)> {
         self.params_where(|_, role| !role.is_after_compressed())
@@ -449,12 +461,7 @@ impl Model {
 }
 
 fn layer_name(l: &LayerSpec) -> Option<&str> {
-    match l {
-        LayerSpec::Conv { name, .. }
-        | LayerSpec::Pool { name }
-        | LayerSpec::Linear { name, .. } => Some(name),
-        LayerSpec::Flatten | LayerSpec::Dropout { .. } => None,
-    }
+    l.name()
 }
 
 /// Inverted dropout with a mask from our RNG (kept values are scaled by 1/(1−p)).

@@ -259,6 +259,87 @@ impl ModelSpec {
             .map(|s| s.out_shape)
     }
 
+    /// Per-sample output shape of every tap, in forward order: each named layer
+    /// (`B4.conv4_2`, `K12.pool_in`) and each block (`B4`, `FC1` = logits).
+    pub fn tap_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let o = self.options();
+        let mut shape = vec![o.in_channels, o.input_size, o.input_size];
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            for l in &b.layers {
+                shape = match l {
+                    LayerSpec::Conv { c_out, .. } => vec![*c_out, shape[1], shape[2]],
+                    LayerSpec::Pool { .. } => vec![shape[0], shape[1] / 2, shape[2] / 2],
+                    LayerSpec::Flatten => vec![shape.iter().product()],
+                    LayerSpec::Dropout { .. } => shape,
+                    LayerSpec::Linear { d_out, .. } => vec![*d_out],
+                };
+                if let Some(n) = l.name() {
+                    out.push((format!("{}.{n}", b.name()), shape.clone()));
+                }
+            }
+            out.push((b.name().to_string(), shape.clone()));
+        }
+        out
+    }
+
+    /// Per-sample output shape of a tap (block or layer name), if the model has it.
+    pub fn tap_shape(&self, tap: &str) -> Option<Vec<usize>> {
+        self.tap_shapes()
+            .into_iter()
+            .find(|(n, _)| n == tap)
+            .map(|(_, s)| s)
+    }
+
+    /// Names of the trainable parameters computed at or before `tap` (a block: all of it; a
+    /// layer: its block's layers up to and including it), in forward order. These are the
+    /// parameters a loss on that tap can reach.
+    pub fn params_up_to(&self, tap: &str) -> Result<Vec<String>, Error> {
+        let mut layer_prefixes = Vec::new();
+        let mut found = false;
+        'blocks: for b in &self.blocks {
+            for l in &b.layers {
+                if let Some(n) = l.name() {
+                    let full = format!("{}.{n}", b.name());
+                    layer_prefixes.push(format!("{full}."));
+                    if full == tap {
+                        found = true;
+                        break 'blocks;
+                    }
+                }
+            }
+            if b.name() == tap {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(Error::UnknownTap(format!("{tap} (model {})", self.id())));
+        }
+        Ok(self
+            .params()
+            .into_iter()
+            .filter(|p| !p.is_buffer && layer_prefixes.iter().any(|x| p.name.starts_with(x)))
+            .map(|p| p.name)
+            .collect())
+    }
+
+    /// The tap of a block's last convolution, before its pool (`B5.conv5_4`, `K5.conv`): the
+    /// second map of a Gram pair (METHOD.md §5.2). None for blocks without a convolution.
+    pub fn last_conv_tap(&self, block: BlockKind) -> Option<String> {
+        let b = self.block(block)?;
+        b.layers.iter().rev().find_map(|l| match l {
+            LayerSpec::Conv { name, .. } => Some(format!("{}.{name}", b.name())),
+            _ => None,
+        })
+    }
+
+    /// The block right before `block` in this model (whose output is `block`'s input).
+    pub fn block_before(&self, block: BlockKind) -> Option<BlockKind> {
+        let i = self.blocks.iter().position(|b| b.kind == block)?;
+        i.checked_sub(1).map(|j| self.blocks[j].kind)
+    }
+
     /// A JSON-friendly summary (`pyramid inspect --json`).
     pub fn report(&self) -> ModelReport {
         ModelReport {

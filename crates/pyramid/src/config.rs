@@ -34,22 +34,29 @@ pub struct ExperimentConfig {
     pub model: ModelSection,
     #[serde(default = "default_schemes")]
     pub schemes: Vec<Scheme>,
+    /// Method names, in report-column order (see `pyramid::method::REGISTRY`).
     #[serde(default = "default_methods")]
-    pub methods: Vec<Method>,
+    pub methods: Vec<String>,
     /// Pyramid levels to run, 1 (SVGG17) … 5 (SVGG5); a chain always runs its levels in order.
     #[serde(default = "default_levels")]
     pub levels: Vec<usize>,
     pub teacher: TeacherConfig,
-    /// Stage 1 of "Pyramid 2-stages" (hint at the compressed block).
+    /// Optimiser and schedule of every method's first (distillation) stage. The loss comes
+    /// from the method.
     #[serde(default = "StageConfig::paper_stage1")]
     pub stage1: StageConfig,
-    /// Stage 2 of "Pyramid 2-stages" (labels).
+    /// Optimiser and schedule of every method's second (label) stage.
     #[serde(default = "StageConfig::paper_stage2")]
     pub stage2: StageConfig,
-    /// The Scratch baseline's single stage.
+    /// Optimiser and schedule of single-stage methods (Scratch).
     #[serde(default = "StageConfig::paper_scratch")]
     pub scratch: StageConfig,
-    /// Per-model stage overrides, e.g. `[overrides.SVGG17B.stage1]` (METHOD.md §9.2).
+    /// Per-method settings and stage patches, e.g. `[method.kd] alpha = 0.9` or
+    /// `[method.pyramid-gram.stage1] optimizer = { kind = "adam", lr = 1e-2 }`.
+    #[serde(default)]
+    pub method: BTreeMap<String, MethodSettings>,
+    /// Per-model stage patches for every method, e.g. `[overrides.SVGG17B.stage1]`
+    /// (the per-script overrides of the original, METHOD.md §9.2).
     #[serde(default)]
     pub overrides: BTreeMap<String, StageOverrides>,
 }
@@ -66,37 +73,11 @@ fn default_device() -> String {
 fn default_schemes() -> Vec<Scheme> {
     vec![Scheme::Forward, Scheme::Backward]
 }
-fn default_methods() -> Vec<Method> {
-    vec![Method::Scratch, Method::Pyramid]
+fn default_methods() -> Vec<String> {
+    vec!["scratch".into(), "pyramid".into()]
 }
 fn default_levels() -> Vec<usize> {
     vec![1, 2, 3, 4, 5]
-}
-
-/// Training methods (METHOD.md §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Built from VGG19, new layers random, trained with CE only (§7.1).
-    Scratch,
-    /// "Pyramid 2-stages": inherit from the previous level, hint stage, then label stage (§7.2).
-    Pyramid,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Scratch => "scratch",
-            Method::Pyramid => "pyramid",
-        }
-    }
-    /// The paper's column title.
-    pub fn title(self) -> &'static str {
-        match self {
-            Method::Scratch => "Scratch",
-            Method::Pyramid => "Pyramid 2-stages",
-        }
-    }
 }
 
 /// Where the data comes from and how it is fed.
@@ -217,57 +198,154 @@ pub enum TeacherConfig {
     Torchvision { path: PathBuf, recipe: StageConfig },
 }
 
-/// One training stage: its loss, what it trains, its optimiser and its schedule.
+/// One training stage's hyper-parameters. In `[stage1]`, `[stage2]` and `[scratch]` the loss is
+/// left out (each method brings its own); the teacher's recipe may set it (default: cross
+/// entropy). The schedule's `mode` is derived from the loss and is normally left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
-    pub loss: LossSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossSpec>,
     #[serde(default)]
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
-    /// Stage 2 only: truly freeze the "frozen" blocks (after the compressed block), §13 B1.
+    /// Label stage of a distilled level only: truly freeze the blocks after the compressed
+    /// one (the original trains them, METHOD.md §13 B1).
     #[serde(default)]
     pub freeze_inherited: bool,
 }
 
 impl StageConfig {
-    /// §9.1 stage 1: Adam 1e-4 wd 5e-4, plateau on the test hint loss, stop rule of §8.2.
+    /// §9.1 stage 1: Adam 1e-4 wd 5e-4, plateau on the monitored loss, stop rule of §8.2.
     pub fn paper_stage1() -> Self {
         Self {
-            loss: LossSpec::Hint,
+            loss: None,
             optimizer: OptimizerConfig::Adam(AdamConfig::default()),
-            schedule: ScheduleConfig::Plateau(PlateauConfig::stage1()),
+            schedule: ScheduleConfig::Plateau(PlateauConfig {
+                mode: None,
+                ..PlateauConfig::stage1()
+            }),
             freeze_inherited: false,
         }
     }
     /// §9.1 stage 2: Adam 1e-4, plateau on test accuracy, stop rule of §8.3.
     pub fn paper_stage2() -> Self {
         Self {
-            loss: LossSpec::CrossEntropy,
+            loss: None,
             optimizer: OptimizerConfig::Adam(AdamConfig::default()),
-            schedule: ScheduleConfig::Plateau(PlateauConfig::stage2()),
+            schedule: ScheduleConfig::Plateau(PlateauConfig {
+                mode: None,
+                ..PlateauConfig::stage2()
+            }),
             freeze_inherited: false,
         }
     }
     /// §7.1 / §8.4 Scratch: single stage, plateau with the 1e-4 relative threshold.
     pub fn paper_scratch() -> Self {
         Self {
-            schedule: ScheduleConfig::Plateau(PlateauConfig::single_stage()),
+            schedule: ScheduleConfig::Plateau(PlateauConfig {
+                mode: None,
+                ..PlateauConfig::single_stage()
+            }),
             ..Self::paper_stage2()
+        }
+    }
+
+    /// This config with a patch applied (fields the patch sets replace ours).
+    pub fn patched(&self, patch: &StagePatch) -> StageConfig {
+        StageConfig {
+            loss: patch.loss.clone().or_else(|| self.loss.clone()),
+            optimizer: patch
+                .optimizer
+                .clone()
+                .unwrap_or_else(|| self.optimizer.clone()),
+            schedule: patch
+                .schedule
+                .clone()
+                .unwrap_or_else(|| self.schedule.clone()),
+            freeze_inherited: patch.freeze_inherited.unwrap_or(self.freeze_inherited),
         }
     }
 }
 
-/// Per-model replacements of whole stage configs.
+/// A partial stage config: what it sets replaces the section it patches.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_inherited: Option<bool>,
+}
+
+/// Per-model (`[overrides.SVGG17B]`) or per-method patches of the three stage sections.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageOverrides {
-    #[serde(default)]
-    pub stage1: Option<StageConfig>,
-    #[serde(default)]
-    pub stage2: Option<StageConfig>,
-    #[serde(default)]
-    pub scratch: Option<StageConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage1: Option<StagePatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage2: Option<StagePatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<StagePatch>,
+}
+
+impl StageOverrides {
+    pub fn get(&self, kind: StageKind) -> Option<&StagePatch> {
+        match kind {
+            StageKind::Stage1 => self.stage1.as_ref(),
+            StageKind::Stage2 => self.stage2.as_ref(),
+            StageKind::Scratch => self.scratch.as_ref(),
+        }
+    }
+}
+
+/// Which teacher a method with a choice uses (`[method.kd] teacher = "vgg19"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherChoice {
+    /// The previous level of the same chain (VGG19 for level 1).
+    Previous,
+    /// The run's VGG19 for every level.
+    Vgg19,
+}
+
+/// `[method.<name>]`: settings of one method.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSettings {
+    /// Methods that offer a choice (`kd`): `previous` (default) or `vgg19`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherChoice>,
+    /// `kd`: softmax temperature T (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// `kd`: weight α of the KD term; CE gets 1 − α (default 0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Patch of the method's distillation stage (`[method.<name>.stage1]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage1: Option<StagePatch>,
+    /// Patch of the method's label stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage2: Option<StagePatch>,
+    /// Patch of the method's single stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<StagePatch>,
+}
+
+impl MethodSettings {
+    pub fn patch(&self, kind: StageKind) -> Option<&StagePatch> {
+        match kind {
+            StageKind::Stage1 => self.stage1.as_ref(),
+            StageKind::Stage2 => self.stage2.as_ref(),
+            StageKind::Scratch => self.scratch.as_ref(),
+        }
+    }
 }
 
 impl ExperimentConfig {
@@ -302,6 +380,8 @@ impl ExperimentConfig {
         }
     }
 
+    /// Checks what can be checked without building the plan; `Plan::build` checks the rest
+    /// (every stage's loss, optimiser and schedule against its level).
     pub fn validate(&self) -> Result<(), Error> {
         let options = self.model.options(self.data.dataset.num_classes());
         options
@@ -316,6 +396,16 @@ impl ExperimentConfig {
         if self.data.batch_size == 0 || self.data.eval_batch_size == 0 {
             return Err(Self::invalid("[data] batch sizes must be > 0".into()));
         }
+        for (key, n) in [
+            ("train_per_class", self.data.train_per_class),
+            ("test_per_class", self.data.test_per_class),
+        ] {
+            if n == Some(0) {
+                return Err(Self::invalid(format!(
+                    "[data] {key} = 0 leaves no images; leave it out to use them all"
+                )));
+            }
+        }
         if !(self.data.val_fraction > 0.0 && self.data.val_fraction < 1.0) {
             return Err(Self::invalid(format!(
                 "[data] val_fraction = {}: must be in (0, 1)",
@@ -327,57 +417,52 @@ impl ExperimentConfig {
                 "schemes and methods must not be empty".into(),
             ));
         }
-        for (name, o) in &self.overrides {
+        for (i, m) in self.methods.iter().enumerate() {
+            crate::method::lookup(m).map_err(|e| Self::invalid(format!("methods[{i}]: {e}")))?;
+            if self.methods[..i].contains(m) {
+                return Err(Self::invalid(format!("methods: `{m}` is listed twice")));
+            }
+        }
+        for (name, settings) in &self.method {
+            let info = crate::method::lookup(name)
+                .map_err(|e| Self::invalid(format!("[method.{name}] {e}")))?;
+            info.check_settings(settings)
+                .map_err(|e| Self::invalid(format!("[method.{name}] {e}")))?;
+        }
+        for name in self.overrides.keys() {
             ModelId::parse(name, Scheme::Forward)
                 .map_err(|e| Self::invalid(format!("[overrides.{name}] {e}")))?;
-            for (which, s) in [
-                ("stage1", &o.stage1),
-                ("stage2", &o.stage2),
-                ("scratch", &o.scratch),
-            ] {
-                if let Some(s) = s {
-                    s.validate(&format!("overrides.{name}.{which}"))?;
-                }
-            }
         }
-        self.stage1.validate("stage1")?;
-        if self.data.stage1_unlabeled > 0 {
-            self.validate_stage1_unlabeled()?;
-        }
-        self.stage2.validate("stage2")?;
-        self.scratch.validate("scratch")?;
-        match &self.teacher {
-            TeacherConfig::Train { recipe } | TeacherConfig::Torchvision { recipe, .. } => {
-                recipe.validate("teacher.recipe")?
-            }
-            TeacherConfig::Load { .. } => {}
-        }
-        Ok(())
-    }
-
-    /// Unlabeled images exist only for STL10, and carry no labels for a stage-1 loss to use.
-    fn validate_stage1_unlabeled(&self) -> Result<(), Error> {
-        let n = self.data.stage1_unlabeled;
-        if self.data.dataset != DatasetKind::Stl10 {
-            return Err(Self::invalid(format!(
-                "[data] stage1_unlabeled = {n}: only stl10 has an unlabeled split (dataset is {})",
-                self.data.dataset
-            )));
-        }
-        let stage1s = std::iter::once(("stage1".to_string(), &self.stage1)).chain(
-            self.overrides.iter().filter_map(|(k, o)| {
-                o.stage1
-                    .as_ref()
-                    .map(|s| (format!("overrides.{k}.stage1"), s))
-            }),
-        );
-        for (at, s) in stage1s {
-            if s.loss.needs_labels() {
+        for (at, s) in [
+            ("stage1", &self.stage1),
+            ("stage2", &self.stage2),
+            ("scratch", &self.scratch),
+        ] {
+            if let Some(loss) = &s.loss {
                 return Err(Self::invalid(format!(
-                    "[{at}] loss `{}` uses labels, but [data] stage1_unlabeled = {n} feeds stage 1 unlabeled images; use a label-free loss (hint, logit_mse, attention_transfer, kd with alpha = 1) or set stage1_unlabeled = 0",
-                    s.loss.name()
+                    "[{at}] loss = `{}`: a stage's loss comes from its method; set it for one method with [method.<name>.{at}] loss = ...",
+                    loss.name()
                 )));
             }
+        }
+        if self.data.stage1_unlabeled > 0 && self.data.dataset != DatasetKind::Stl10 {
+            return Err(Self::invalid(format!(
+                "[data] stage1_unlabeled = {}: only stl10 has an unlabeled split (dataset is {})",
+                self.data.stage1_unlabeled, self.data.dataset
+            )));
+        }
+        match &self.teacher {
+            TeacherConfig::Train { recipe } | TeacherConfig::Torchvision { recipe, .. } => {
+                let loss = recipe.loss.clone().unwrap_or(LossSpec::CrossEntropy);
+                if loss.needs_teacher() {
+                    return Err(Self::invalid(format!(
+                        "[teacher.recipe] loss `{}` needs a teacher; the teacher has none",
+                        loss.name()
+                    )));
+                }
+                check_stage("teacher.recipe", recipe, &loss).map_err(Self::invalid)?;
+            }
+            TeacherConfig::Load { .. } => {}
         }
         Ok(())
     }
@@ -390,47 +475,85 @@ impl ExperimentConfig {
         l
     }
 
-    /// The stage config for `model`, after overrides.
-    pub fn stage_for(&self, model: ModelId, which: StageKind) -> &StageConfig {
+    /// The stage config of `method` at `model`: the section of `kind`, patched by
+    /// `[method.<name>.<kind>]`, then by `[overrides.<MODEL>.<kind>]`.
+    pub fn stage_for(&self, method: &str, model: ModelId, kind: StageKind) -> StageConfig {
+        let base = match kind {
+            StageKind::Stage1 => &self.stage1,
+            StageKind::Stage2 => &self.stage2,
+            StageKind::Scratch => &self.scratch,
+        };
+        let mut s = base.clone();
+        if let Some(p) = self.method.get(method).and_then(|m| m.patch(kind)) {
+            s = s.patched(p);
+        }
         let o = self
             .overrides
             .iter()
             .find(|(k, _)| ModelId::parse(k, Scheme::Forward).ok() == Some(model))
-            .map(|(_, v)| v);
-        match which {
-            StageKind::Stage1 => o.and_then(|o| o.stage1.as_ref()).unwrap_or(&self.stage1),
-            StageKind::Stage2 => o.and_then(|o| o.stage2.as_ref()).unwrap_or(&self.stage2),
-            StageKind::Scratch => o.and_then(|o| o.scratch.as_ref()).unwrap_or(&self.scratch),
+            .and_then(|(_, v)| v.get(kind));
+        if let Some(p) = o {
+            s = s.patched(p);
+        }
+        s
+    }
+
+    /// Settings of `method` (defaults when the config has no `[method.<name>]`).
+    pub fn method_settings(&self, method: &str) -> MethodSettings {
+        self.method.get(method).cloned().unwrap_or_default()
+    }
+}
+
+/// Which configured stage section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// A method's distillation stage (`[stage1]`).
+    Stage1,
+    /// A method's label stage (`[stage2]`).
+    Stage2,
+    /// A single-stage method (`[scratch]`).
+    Scratch,
+}
+
+impl StageKind {
+    /// The section's name in the config.
+    pub fn section(self) -> &'static str {
+        match self {
+            StageKind::Stage1 => "stage1",
+            StageKind::Stage2 => "stage2",
+            StageKind::Scratch => "scratch",
+        }
+    }
+    /// Stage number in logs and metrics (single stages count as label stages).
+    pub fn number(self) -> u32 {
+        match self {
+            StageKind::Stage1 => 1,
+            StageKind::Stage2 | StageKind::Scratch => 2,
         }
     }
 }
 
-/// Which configured stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    Stage1,
-    Stage2,
-    Scratch,
+/// Checks a stage's loss, optimiser and schedule; returns the message of the first problem.
+pub(crate) fn check_stage(at: &str, s: &StageConfig, loss: &LossSpec) -> Result<(), String> {
+    loss.validate().map_err(|e| format!("[{at}] loss: {e}"))?;
+    s.optimizer
+        .validate()
+        .map_err(|e| format!("[{at}] optimizer: {e}"))?;
+    s.schedule
+        .validate()
+        .map_err(|e| format!("[{at}] schedule: {e}"))?;
+    s.schedule
+        .with_mode(monitor_mode(loss))
+        .map_err(|e| format!("[{at}] loss `{}`: {e}", loss.name()))?;
+    Ok(())
 }
 
-impl StageConfig {
-    fn validate(&self, at: &str) -> Result<(), Error> {
-        let bad = |m: String| ExperimentConfig::invalid(format!("[{at}] {m}"));
-        self.loss
-            .validate()
-            .map_err(|e| bad(format!("loss: {e}")))?;
-        self.optimizer
-            .validate()
-            .map_err(|e| bad(format!("optimizer: {e}")))?;
-        if self.loss.needs_gram_pairs() {
-            return Err(bad(
-                "loss `gram` is not wired into the pyramid runner yet (the Gram pairs of METHOD.md §5.3 need their own taps); use `hint`, `logit_mse`, `kd`, `attention_transfer`, `dkd` or `cross_entropy`".into(),
-            ));
-        }
-        if let ScheduleConfig::Plateau(p) = &self.schedule {
-            p.validate().map_err(|e| bad(format!("schedule: {e}")))?;
-        }
-        Ok(())
+/// The schedule mode a loss implies: its monitor's direction.
+pub fn monitor_mode(loss: &LossSpec) -> pyramid_train::schedule::Mode {
+    if loss.monitor().higher_is_better() {
+        pyramid_train::schedule::Mode::Max
+    } else {
+        pyramid_train::schedule::Mode::Min
     }
 }

@@ -5,12 +5,13 @@
 
 pub mod config;
 pub mod data;
+pub mod method;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod stage;
 
-pub use config::{ExperimentConfig, Method, StageConfig};
+pub use config::{ExperimentConfig, StageConfig};
 pub use plan::Plan;
 pub use run::{run_experiment, LevelResult, Results, RunOptions};
 
@@ -21,6 +22,9 @@ pub enum Error {
     Config { path: String, message: String },
     #[error("{0}")]
     Stage(String),
+    /// Every problem of a plan, one per line.
+    #[error("the plan has {} problem(s):\n  {}", .0.len(), .0.join("\n  "))]
+    Plan(Vec<String>),
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error(transparent)]

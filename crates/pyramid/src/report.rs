@@ -70,40 +70,60 @@ pub fn markdown(r: &Results) -> String {
             continue;
         }
         s.push_str(&format!("## {} scheme\n\n", capitalise(scheme.as_str())));
-        s.push_str("| Model | Params | MACs | Scratch | Pyramid 2-stages | Δ |\n|---|---:|---:|---:|---:|---:|\n");
+        let cols = columns(r);
+        let titles: Vec<String> = cols.iter().map(|m| title(m)).collect();
+        s.push_str(&format!(
+            "| Model | Params | MACs | {} |\n|---|---:|---:|{}\n",
+            titles.join(" | "),
+            "---:|".repeat(cols.len())
+        ));
         if let Some(t) = &r.teacher {
             s.push_str(&format!(
-                "| VGG19 (teacher) | {} | {} | {} ({}) | | |\n",
+                "| VGG19 (teacher) | {} | {} | {} ({}) |{}\n",
                 millions(t.params),
                 mmacs(t.macs),
                 pct(t.best_test_acc),
-                pct(t.last_test_acc)
+                pct(t.last_test_acc),
+                " |".repeat(cols.len().saturating_sub(1))
             ));
         }
-        for l in rows {
+        let others: Vec<&String> = cols.iter().filter(|m| *m != "scratch").collect();
+        let mut deltas = String::new();
+        for &l in &rows {
             let name = ModelId { level: l, scheme }.name();
-            let sc = find(r, &name, "scratch");
-            let py = find(r, &name, "pyramid");
-            let any = sc.or(py).expect("row exists");
-            let cell = |x: Option<&LevelResult>| {
-                x.map(|x| format!("{} ({})", pct(x.best_test_acc), pct(x.last_test_acc)))
-                    .unwrap_or_default()
+            let found: Vec<Option<&LevelResult>> = cols.iter().map(|m| find(r, &name, m)).collect();
+            let Some(any) = found.iter().flatten().next() else {
+                continue;
             };
-            let delta = match (sc, py) {
-                (Some(a), Some(b)) => format!("{:+.2}", b.best_test_acc - a.best_test_acc),
-                _ => String::new(),
-            };
+            let cells: Vec<String> = found
+                .iter()
+                .map(|x| {
+                    x.map(|x| format!("{} ({})", pct(x.best_test_acc), pct(x.last_test_acc)))
+                        .unwrap_or_else(|| "–".into())
+                })
+                .collect();
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} |\n",
                 name,
                 millions(any.params),
                 mmacs(any.macs),
-                cell(sc),
-                cell(py),
-                delta
+                cells.join(" | ")
             ));
+            let scratch = find(r, &name, "scratch");
+            let d: Vec<String> = others
+                .iter()
+                .map(|m| delta(scratch, find(r, &name, m)))
+                .collect();
+            deltas.push_str(&format!("| {} | {} |\n", name, d.join(" | ")));
         }
         s.push('\n');
+        if cols.iter().any(|m| m == "scratch") && !others.is_empty() {
+            s.push_str(&format!(
+                "Δ against Scratch (best-epoch accuracy, points):\n\n| Model | {} |\n|---|{}\n{deltas}\n",
+                others.iter().map(|m| title(m)).collect::<Vec<_>>().join(" | "),
+                "---:|".repeat(others.len())
+            ));
+        }
     }
     s.push_str("## Stages\n\n| Model | Method | Stage | Loss | Epochs | Best epoch | Monitored | Best | Test acc after | Stop | Time (s) | img/s |\n|---|---|---:|---|---:|---:|---|---:|---:|---|---:|---:|\n");
     for l in r.teacher.iter().chain(r.levels.iter()) {
@@ -141,49 +161,80 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A compact text table for the terminal.
+/// The report's method columns: the configured methods in config order, then any other method
+/// found in the run directory, in registry order.
+pub fn columns(r: &Results) -> Vec<String> {
+    let mut cols: Vec<String> = r.methods.clone();
+    for m in crate::method::REGISTRY {
+        if !cols.iter().any(|c| c == m.name) && r.levels.iter().any(|l| l.method == m.name) {
+            cols.push(m.name.to_string());
+        }
+    }
+    for l in &r.levels {
+        if !cols.contains(&l.method) {
+            cols.push(l.method.clone());
+        }
+    }
+    cols
+}
+
+/// A method's column title (its config name if it is not registered).
+pub fn title(method: &str) -> String {
+    crate::method::lookup(method)
+        .map(|m| m.title.to_string())
+        .unwrap_or_else(|_| method.to_string())
+}
+
+fn delta(scratch: Option<&LevelResult>, other: Option<&LevelResult>) -> String {
+    match (scratch, other) {
+        (Some(a), Some(b)) => format!("{:+.2}", b.best_test_acc - a.best_test_acc),
+        _ => "–".into(),
+    }
+}
+
+/// A compact text table for the terminal: best-epoch accuracy per method.
 pub fn terminal_table(r: &Results) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "{:<9} {:<8} {:>9} {:>9} {:>16} {:>16} {:>7}\n",
-        "scheme", "model", "params", "MMACs", "Scratch best/last", "Pyramid best/last", "Δ"
-    ));
+    let cols = columns(r);
+    let mut s = format!(
+        "{:<9} {:<8} {:>9} {:>9}",
+        "scheme", "model", "params", "MMACs"
+    );
+    for c in &cols {
+        s.push_str(&format!(" {c:>14}"));
+    }
+    s.push('\n');
     if let Some(t) = &r.teacher {
         s.push_str(&format!(
-            "{:<9} {:<8} {:>9} {:>9.1} {:>16} {:>16} {:>7}\n",
+            "{:<9} {:<8} {:>9} {:>9.1} {:>14}\n",
             "-",
             "VGG19",
             t.params,
             t.macs as f64 / 1e6,
-            format!("{}/{}", pct(t.best_test_acc), pct(t.last_test_acc)),
-            "",
-            ""
+            pct(t.best_test_acc)
         ));
     }
     for scheme in Scheme::ALL {
         for l in 1..=5 {
             let name = ModelId { level: l, scheme }.name();
-            let sc = find(r, &name, "scratch");
-            let py = find(r, &name, "pyramid");
-            let Some(any) = sc.or(py) else { continue };
-            let cell = |x: Option<&LevelResult>| {
-                x.map(|x| format!("{}/{}", pct(x.best_test_acc), pct(x.last_test_acc)))
-                    .unwrap_or_default()
-            };
-            let delta = match (sc, py) {
-                (Some(a), Some(b)) => format!("{:+.2}", b.best_test_acc - a.best_test_acc),
-                _ => String::new(),
+            let found: Vec<Option<&LevelResult>> = cols.iter().map(|m| find(r, &name, m)).collect();
+            let Some(any) = found.iter().flatten().next() else {
+                continue;
             };
             s.push_str(&format!(
-                "{:<9} {:<8} {:>9} {:>9.1} {:>16} {:>16} {:>7}\n",
+                "{:<9} {:<8} {:>9} {:>9.1}",
                 scheme.as_str(),
                 name,
                 any.params,
-                any.macs as f64 / 1e6,
-                cell(sc),
-                cell(py),
-                delta
+                any.macs as f64 / 1e6
             ));
+            for x in found {
+                s.push_str(&format!(
+                    " {:>14}",
+                    x.map(|x| pct(x.best_test_acc))
+                        .unwrap_or_else(|| "–".into())
+                ));
+            }
+            s.push('\n');
         }
     }
     s

@@ -10,22 +10,23 @@
 //! A level whose `result.json` exists is complete and is skipped on a re-run (its final
 //! checkpoint becomes the next level's teacher). Files are written atomically.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use pyramid_models::{step_of, Model, ModelConfig, ModelId, Scheme};
+use pyramid_models::{Adapter, Model, ModelConfig, ModelId, Scheme};
 use pyramid_rng::Rng;
 use pyramid_train::fsio::{read_json, write_atomic, write_json_atomic};
 use pyramid_train::metrics::JsonlWriter;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Method, StageConfig, StageKind, TeacherConfig};
+use crate::config::{ExperimentConfig, TeacherConfig};
 use crate::data::ExperimentData;
-use crate::plan::Plan;
+use crate::method::ModelRef;
+use crate::plan::{Images, LevelPlan, Plan, StagePlan};
 use crate::report;
-use crate::stage::{StageData, StageOutcome, StageRun, Trainable};
+use crate::stage::{StageData, StageOutcome, StageRun};
 use crate::Error;
 
 /// Command-line level knobs of a run.
@@ -45,7 +46,7 @@ pub struct RunOptions {
 pub struct LevelResult {
     pub model: String,
     pub scheme: String,
-    /// `teacher`, `scratch` or `pyramid`.
+    /// `teacher`, or the method's config name (`pyramid`, `fitnet`, ...).
     pub method: String,
     pub level: usize,
     pub params: usize,
@@ -61,6 +62,15 @@ pub struct LevelResult {
     pub fresh_params: usize,
     pub wall_seconds: f64,
     pub checkpoint: String,
+    /// The model that taught it (its run-directory path), if any.
+    #[serde(default)]
+    pub teacher: Option<String>,
+    /// Where its first weights came from.
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// The stages as executed: equal to the plan's.
+    #[serde(default)]
+    pub executed: Vec<StagePlan>,
 }
 
 /// Every result of a run (`results.json`).
@@ -76,6 +86,9 @@ pub struct Results {
     /// Unlabeled images added to every pyramid stage 1 (`[data] stage1_unlabeled`).
     #[serde(default)]
     pub stage1_unlabeled_images: usize,
+    /// The configured methods, in config order (the report's first columns).
+    #[serde(default)]
+    pub methods: Vec<String>,
     pub teacher: Option<LevelResult>,
     pub levels: Vec<LevelResult>,
     pub wall_seconds: f64,
@@ -93,16 +106,15 @@ struct Ctx<'a> {
     data: &'a ExperimentData,
     out: PathBuf,
     show_progress: bool,
+    device: Device,
 }
 
 impl Ctx<'_> {
-    /// Stage 1 of a pyramid level may train on extra unlabeled images.
-    fn stage_data(&self, stage: u32) -> StageData<'_> {
+    fn stage_data(&self, plan: &StagePlan) -> StageData<'_> {
         StageData {
-            train: if stage == 1 {
-                self.data.stage1_loader()
-            } else {
-                &self.data.train
+            train: match plan.images {
+                Images::LabelledPlusUnlabeled(_) => self.data.stage1_loader(),
+                Images::Labelled => &self.data.train,
             },
             select: &self.data.select,
             test: self.data.test.as_ref(),
@@ -113,28 +125,30 @@ impl Ctx<'_> {
     fn run_stage(
         &self,
         label: String,
-        stage: u32,
+        plan: &StagePlan,
         student: &Model,
         teacher: Option<&Model>,
-        config: &StageConfig,
-        trainable: Trainable,
-        taps: (Option<String>, Option<String>),
         log: &mut JsonlWriter,
     ) -> Result<StageOutcome, Error> {
         let rng = Rng::stream(self.cfg.seed, &format!("stage/{label}"));
+        let adapter = match plan.features.as_ref().and_then(|f| f.adapter.clone()) {
+            Some(spec) => Some(Adapter::new(spec, self.cfg.seed, &self.device)?),
+            None => None,
+        };
         StageRun {
             label,
-            stage,
+            plan,
             student,
             teacher,
-            config,
-            trainable,
-            student_tap: taps.0,
-            teacher_tap: taps.1,
+            adapter: adapter.as_ref(),
             rng,
             show_progress: self.show_progress,
         }
-        .run(&self.stage_data(stage), log)
+        .run(&self.stage_data(plan), log)
+    }
+
+    fn dir(&self, at: &ModelRef) -> PathBuf {
+        self.out.join(&at.0)
     }
 }
 
@@ -152,6 +166,56 @@ fn metrics_log(dir: &Path) -> Result<JsonlWriter, Error> {
     Ok(JsonlWriter::open(&path)?)
 }
 
+/// The trained models the remaining steps still need, loaded on first use and dropped after
+/// their last.
+struct Models {
+    loaded: BTreeMap<ModelRef, Model>,
+    last_use: BTreeMap<ModelRef, usize>,
+}
+
+impl Models {
+    fn new(plan: &Plan) -> Self {
+        let mut last_use = BTreeMap::new();
+        for (i, s) in plan.steps.iter().enumerate() {
+            for r in s.teacher.iter().chain(std::iter::once(&s.init.from)) {
+                last_use.insert(r.clone(), i);
+            }
+        }
+        Self {
+            loaded: BTreeMap::new(),
+            last_use,
+        }
+    }
+
+    fn get(&mut self, ctx: &Ctx, at: &ModelRef) -> Result<&Model, Error> {
+        if !self.loaded.contains_key(at) {
+            let path = ctx.dir(at).join("final.safetensors");
+            if !ctx.dir(at).join("result.json").exists() {
+                return Err(file_err(
+                    &path,
+                    format!("{at} is needed but has not been trained (no result.json)"),
+                ));
+            }
+            let m = Model::load(&path, &ctx.device)?;
+            self.loaded.insert(at.clone(), m);
+        }
+        Ok(&self.loaded[at])
+    }
+
+    fn keep(&mut self, at: &ModelRef, model: Model) {
+        if self.last_use.contains_key(at) {
+            self.loaded.insert(at.clone(), model);
+        }
+    }
+
+    /// Drops the models no step after `step` needs.
+    fn release(&mut self, step: usize) {
+        let last_use = &self.last_use;
+        self.loaded
+            .retain(|r, _| last_use.get(r).is_some_and(|&i| i > step));
+    }
+}
+
 /// Runs (or resumes) the experiment and returns its results.
 pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Results, Error> {
     let started = Instant::now();
@@ -165,14 +229,13 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     if let Some(d) = &opts.data_dir {
         cfg.data.root = Some(d.clone());
     }
-    cfg.validate()?;
+    let plan = Plan::build(&cfg)?;
     let device = crate::device_from_str(&cfg.device)?;
     let out = cfg.out_dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| file_err(&out, e))?;
     let resolved =
         toml::to_string_pretty(&cfg).map_err(|e| file_err(&out.join("config.toml"), e))?;
     write_atomic(out.join("config.toml"), resolved.as_bytes())?;
-    let plan = Plan::new(&cfg);
     write_json_atomic(out.join("plan.json"), &plan)?;
     tracing::info!("run directory {}", out.display());
 
@@ -189,8 +252,9 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         data: &data,
         out: out.clone(),
         show_progress: opts.show_progress,
+        device: device.clone(),
     };
-    let mut results = Results {
+    let header = Results {
         name: cfg.name.clone(),
         dataset: cfg.data.dataset.to_string(),
         seed: cfg.seed,
@@ -199,62 +263,69 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         train_images: data.train_len,
         test_images: data.test_len,
         stage1_unlabeled_images: cfg.data.stage1_unlabeled,
+        methods: plan.methods.clone(),
         ..Default::default()
     };
-    let (teacher, teacher_result) = obtain_teacher(&ctx, &device)?;
-    results.teacher = Some(teacher_result);
-    save_results(&out, &results, started)?;
+    let mut models = Models::new(&plan);
+    let teacher = obtain_teacher(&ctx, &plan)?;
+    models.keep(&ModelRef::teacher(), teacher);
+    save_results(&out, &header, started)?;
 
-    for &scheme in &cfg.schemes {
-        for &method in &cfg.methods {
-            let mut prev: Option<Model> = None;
-            for level in cfg.sorted_levels() {
-                let id = ModelId::new(level, scheme)?;
-                let (model, r) = match method {
-                    Method::Scratch => run_scratch_level(&ctx, &teacher, id)?,
-                    Method::Pyramid => {
-                        let t = prev.as_ref().unwrap_or(&teacher);
-                        if t.id() != id.teacher().expect("level >= 1") {
-                            return Err(Error::Stage(format!(
-                                "{id} needs {} as its teacher, but the chain has {}: pyramid levels must be contiguous from 1",
-                                id.teacher().unwrap(),
-                                t.id()
-                            )));
-                        }
-                        run_pyramid_level(&ctx, t, id)?
-                    }
-                };
-                results
-                    .levels
-                    .retain(|l| !(l.model == r.model && l.method == r.method));
-                results.levels.push(r);
-                save_results(&out, &results, started)?;
-                prev = Some(model);
-            }
+    for (i, step) in plan.steps.iter().enumerate() {
+        if !ctx.dir(&step.at).join("result.json").exists() {
+            let model = run_level(&ctx, &mut models, step)?;
+            models.keep(&step.at, model);
+            save_results(&out, &header, started)?;
+        } else {
+            tracing::info!("{}: complete", step.at);
         }
+        models.release(i);
     }
-    results.wall_seconds = started.elapsed().as_secs_f64();
-    save_results(&out, &results, started)?;
-    Ok(results)
+    save_results(&out, &header, started)
 }
 
-fn save_results(out: &Path, results: &Results, started: Instant) -> Result<(), Error> {
-    let mut r = results.clone();
+/// Gathers every level's `result.json` under `out` into `results.json` and `report.md`.
+fn save_results(out: &Path, header: &Results, started: Instant) -> Result<Results, Error> {
+    let mut r = Results::collect(out, header)?;
     r.wall_seconds = started.elapsed().as_secs_f64();
     write_json_atomic(out.join("results.json"), &r)?;
     write_atomic(out.join("report.md"), report::markdown(&r).as_bytes())?;
-    Ok(())
+    Ok(r)
 }
 
-fn load_done(dir: &Path, device: &Device) -> Result<Option<(Model, LevelResult)>, Error> {
-    let result = dir.join("result.json");
-    if !result.exists() {
-        return Ok(None);
+impl Results {
+    /// The results found in a run directory (`teacher/` and `<scheme>/<method>/<MODEL>/`), with
+    /// the run-wide fields of `header`. Levels are sorted by scheme, method and level.
+    pub fn collect(out: &Path, header: &Results) -> Result<Results, Error> {
+        let mut r = header.clone();
+        let teacher = out.join("teacher/result.json");
+        r.teacher = if teacher.exists() {
+            Some(read_json(&teacher)?)
+        } else {
+            None
+        };
+        r.levels.clear();
+        for scheme in Scheme::ALL {
+            let dir = out.join(scheme.as_str());
+            let Ok(methods) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for m in methods.flatten() {
+                let Ok(models) = std::fs::read_dir(m.path()) else {
+                    continue;
+                };
+                for model in models.flatten() {
+                    let p = model.path().join("result.json");
+                    if p.exists() {
+                        r.levels.push(read_json(&p)?);
+                    }
+                }
+            }
+        }
+        r.levels
+            .sort_by(|a, b| (&a.scheme, &a.method, a.level).cmp(&(&b.scheme, &b.method, b.level)));
+        Ok(r)
     }
-    let r: LevelResult = read_json(&result)?;
-    let model = Model::load(dir.join(&r.checkpoint), device)?;
-    tracing::info!("{}: complete, loaded from {}", r.model, dir.display());
-    Ok(Some((model, r)))
 }
 
 fn level_result(
@@ -287,18 +358,23 @@ fn level_result(
         wall_seconds: started.elapsed().as_secs_f64(),
         checkpoint: "final.safetensors".into(),
         stages,
+        teacher: None,
+        init_from: None,
+        executed: Vec::new(),
     }
 }
 
-fn obtain_teacher(ctx: &Ctx, device: &Device) -> Result<(Model, LevelResult), Error> {
+fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
     let dir = ctx.out.join("teacher");
-    if let Some(done) = load_done(&dir, device)? {
-        return Ok(done);
+    let device = &ctx.device;
+    if dir.join("result.json").exists() {
+        tracing::info!("teacher: complete, loaded from {}", dir.display());
+        return Ok(Model::load(dir.join("final.safetensors"), device)?);
     }
     let started = Instant::now();
     let options = ctx.cfg.model.options(ctx.data.classes);
     let config = ModelConfig::new(ModelId::VGG19, options.clone());
-    let (model, recipe) = match &ctx.cfg.teacher {
+    let model = match &ctx.cfg.teacher {
         TeacherConfig::Load { path } => {
             let m = Model::load(path, device)?;
             if m.id() != ModelId::VGG19 || m.options() != &options {
@@ -312,30 +388,21 @@ fn obtain_teacher(ctx: &Ctx, device: &Device) -> Result<(Model, LevelResult), Er
                     ),
                 ));
             }
-            (m, None)
+            m
         }
-        TeacherConfig::Train { recipe } => {
-            (Model::new(config, ctx.cfg.seed, device)?, Some(recipe))
-        }
-        TeacherConfig::Torchvision { path, recipe } => {
+        TeacherConfig::Train { .. } => Model::new(config, ctx.cfg.seed, device)?,
+        TeacherConfig::Torchvision { path, .. } => {
             let m = Model::new(config, ctx.cfg.seed, device)?;
             let n = m.import_torchvision_vgg19(path, ctx.cfg.seed)?;
             tracing::info!("imported {} tensors from {}", n.len(), path.display());
-            (m, Some(recipe))
+            m
         }
     };
     let mut log = metrics_log(&dir)?;
-    let stages = match recipe {
-        Some(recipe) => vec![ctx.run_stage(
-            "teacher/VGG19".into(),
-            2,
-            &model,
-            None,
-            recipe,
-            Trainable::All,
-            (None, None),
-            &mut log,
-        )?],
+    let stages = match &plan.teacher.stage {
+        Some(stage) => {
+            vec![ctx.run_stage("teacher/VGG19".into(), stage, &model, None, &mut log)?]
+        }
         None => {
             // A loaded teacher is only evaluated.
             let acc = crate::stage::evaluate_accuracy(&model, ctx.data.test_loader())?;
@@ -357,144 +424,61 @@ fn obtain_teacher(ctx: &Ctx, device: &Device) -> Result<(Model, LevelResult), Er
     model.save(dir.join("final.safetensors"))?;
     let mut r = level_result(&model, Scheme::Forward, "teacher", stages, (0, 0), started);
     r.fresh_params = r.params;
+    r.executed = plan.teacher.stage.iter().cloned().collect();
     write_json_atomic(dir.join("result.json"), &r)?;
     tracing::info!("teacher VGG19: test accuracy {:.2}%", r.best_test_acc);
-    Ok((model, r))
+    Ok(model)
 }
 
-fn level_dir(ctx: &Ctx, scheme: Scheme, method: Method, id: ModelId) -> PathBuf {
-    ctx.out
-        .join(scheme.as_str())
-        .join(method.as_str())
-        .join(id.name())
-}
-
-fn run_pyramid_level(
-    ctx: &Ctx,
-    teacher: &Model,
-    id: ModelId,
-) -> Result<(Model, LevelResult), Error> {
-    let dir = level_dir(ctx, id.scheme, Method::Pyramid, id);
-    if let Some(done) = load_done(&dir, teacher.device())? {
-        return Ok(done);
-    }
+/// Trains one level of the plan: its student from `init.from`, then its stages in order.
+fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, Error> {
+    let dir = ctx.dir(&step.at);
     let started = Instant::now();
-    let step = step_of(id).expect("level >= 1");
-    let (student, inh) = Model::inherit(teacher, id, ctx.cfg.seed)?;
+    let id = ModelId::parse(&step.model, step.scheme)?;
+    let (student, inh) = Model::inherit(models.get(ctx, &step.init.from)?, id, ctx.cfg.seed)?;
     tracing::info!(
-        "{id}: {} parameters inherited from {}, {} fresh ({} replaces {})",
+        "{}: {} parameters from {}, {} new ({})",
+        step.at,
         inh.inherited.len(),
-        teacher.id(),
+        step.init.from,
         inh.fresh.len(),
-        step.with.name(),
-        step.replaces
-            .iter()
-            .map(|b| b.name())
-            .collect::<Vec<_>>()
-            .join("+")
+        step.init.note
     );
+    if let Some(t) = &step.teacher {
+        models.get(ctx, t)?;
+    }
+    let teacher = step.teacher.as_ref().map(|t| &models.loaded[t]);
     let mut log = metrics_log(&dir)?;
-    let label = format!("{}/pyramid/{}", id.scheme, id.name());
-    let s1 = ctx.run_stage(
-        format!("{label} stage 1"),
-        1,
-        &student,
-        Some(teacher),
-        ctx.cfg.stage_for(id, StageKind::Stage1),
-        Trainable::UpToCompressed,
-        (
-            Some(step.with.name().to_string()),
-            Some(step.matched_teacher_block().name().to_string()),
-        ),
-        &mut log,
-    )?;
-    student.save_with_metadata(
-        dir.join("stage1.safetensors"),
-        &HashMap::from([("pyramid.stage".to_string(), "1".to_string())]),
-    )?;
-    let s2cfg = ctx.cfg.stage_for(id, StageKind::Stage2);
-    let s2 = ctx.run_stage(
-        format!("{label} stage 2"),
-        2,
-        &student,
-        Some(teacher),
-        s2cfg,
-        if s2cfg.freeze_inherited {
-            Trainable::AllButFrozen
-        } else {
-            Trainable::All
-        },
-        (None, None),
-        &mut log,
-    )?;
-    finish_level(
-        &dir,
-        student,
-        id.scheme,
-        Method::Pyramid,
-        vec![s1, s2],
-        &inh,
-        started,
-    )
-}
-
-/// Saves a trained level's final checkpoint and `result.json` (written last: it marks the
-/// level complete).
-fn finish_level(
-    dir: &Path,
-    student: Model,
-    scheme: Scheme,
-    method: Method,
-    stages: Vec<StageOutcome>,
-    inh: &pyramid_models::Inheritance,
-    started: Instant,
-) -> Result<(Model, LevelResult), Error> {
+    let mut outcomes = Vec::new();
+    for (i, stage) in step.stages.iter().enumerate() {
+        let label = format!("{} stage {}", step.at, stage.number);
+        outcomes.push(ctx.run_stage(label, stage, &student, teacher, &mut log)?);
+        if i + 1 < step.stages.len() {
+            student.save_with_metadata(
+                dir.join(format!("stage{}.safetensors", stage.number)),
+                &HashMap::from([("pyramid.stage".to_string(), stage.number.to_string())]),
+            )?;
+        }
+    }
     student.save(dir.join("final.safetensors"))?;
-    let r = level_result(
+    let mut r = level_result(
         &student,
-        scheme,
-        method.as_str(),
-        stages,
+        step.scheme,
+        &step.method,
+        outcomes,
         (inh.inherited.len(), inh.fresh.len()),
         started,
     );
+    r.teacher = step.teacher.as_ref().map(|t| t.0.clone());
+    r.init_from = Some(step.init.from.0.clone());
+    r.executed = step.stages.clone();
+    // Written last: it marks the level complete.
     write_json_atomic(dir.join("result.json"), &r)?;
     tracing::info!(
-        "{} {}: test accuracy {:.2}% (last epoch {:.2}%)",
-        r.model,
-        method.as_str(),
+        "{}: test accuracy {:.2}% (last epoch {:.2}%)",
+        step.at,
         r.best_test_acc,
         r.last_test_acc
     );
-    Ok((student, r))
-}
-
-fn run_scratch_level(ctx: &Ctx, vgg19: &Model, id: ModelId) -> Result<(Model, LevelResult), Error> {
-    let dir = level_dir(ctx, id.scheme, Method::Scratch, id);
-    if let Some(done) = load_done(&dir, vgg19.device())? {
-        return Ok(done);
-    }
-    let started = Instant::now();
-    // §7.1: every layer that exists in VGG19 keeps its weights, every new layer is random.
-    let (student, inh) = Model::inherit(vgg19, id, ctx.cfg.seed)?;
-    let mut log = metrics_log(&dir)?;
-    let s = ctx.run_stage(
-        format!("{}/scratch/{}", id.scheme, id.name()),
-        2,
-        &student,
-        None,
-        ctx.cfg.stage_for(id, StageKind::Scratch),
-        Trainable::All,
-        (None, None),
-        &mut log,
-    )?;
-    finish_level(
-        &dir,
-        student,
-        id.scheme,
-        Method::Scratch,
-        vec![s],
-        &inh,
-        started,
-    )
+    Ok(student)
 }

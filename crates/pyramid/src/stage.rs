@@ -6,27 +6,16 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use pyramid_datasets::Loader;
-use pyramid_losses::{LossInputs, LossSpec};
-use pyramid_models::{Mode, Model, Taps};
+use pyramid_losses::{LossInputs, Monitor, Reduction};
+use pyramid_models::{Adapter, BlockKind, Mode, Model, Taps};
 use pyramid_rng::Rng;
 use pyramid_train::metrics::{EpochMetrics, JsonlWriter};
-use pyramid_train::schedule::{Mode as MetricMode, StopReason};
+use pyramid_train::schedule::StopReason;
 use serde::{Deserialize, Serialize};
 
-use crate::config::StageConfig;
+use crate::method::TrainSet;
+use crate::plan::StagePlan;
 use crate::Error;
-
-/// Which parameters a stage trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trainable {
-    /// Up to and including the compressed block (stage 1, §3.3, §4.3).
-    UpToCompressed,
-    /// Every parameter (stage 2 and Scratch, as the original did, §13 B1).
-    All,
-    /// Every parameter except the blocks after the compressed one (`freeze_inherited`).
-    AllButFrozen,
-}
 
 /// The data a stage sees.
 pub struct StageData<'a> {
@@ -37,20 +26,15 @@ pub struct StageData<'a> {
     pub test: Option<&'a Loader>,
 }
 
-/// Everything that defines one stage run.
+/// One stage of the plan, bound to its models.
 pub struct StageRun<'a> {
     /// For logs, e.g. "forward/pyramid/SVGG14 stage 1".
     pub label: String,
-    /// 1 (hint) or 2 (labels; also Scratch and the teacher).
-    pub stage: u32,
+    pub plan: &'a StagePlan,
     pub student: &'a Model,
     pub teacher: Option<&'a Model>,
-    pub config: &'a StageConfig,
-    pub trainable: Trainable,
-    /// Student block whose output the hint matches (its compressed block).
-    pub student_tap: Option<String>,
-    /// Teacher block whose output is the target (the replaced block D).
-    pub teacher_tap: Option<String>,
+    /// The FitNet regressor, when the plan's feature pair has one.
+    pub adapter: Option<&'a Adapter>,
     /// Dropout and any other draw of the stage.
     pub rng: Rng,
     pub show_progress: bool,
@@ -77,16 +61,6 @@ pub struct StageOutcome {
     pub images_per_sec: f64,
 }
 
-/// Monitored quantity of a stage: a loss for label-free stages, accuracy otherwise.
-fn monitors_accuracy(loss: &LossSpec) -> bool {
-    loss.needs_labels()
-}
-
-/// Losses summed over the batch (MSE_sum, §0); the others are batch means.
-fn is_sum_reduced(loss: &LossSpec) -> bool {
-    matches!(loss, LossSpec::Hint | LossSpec::LogitMse | LossSpec::Gram)
-}
-
 struct EvalResult {
     loss: f64,
     acc: Option<f64>,
@@ -95,30 +69,25 @@ struct EvalResult {
 }
 
 impl StageRun<'_> {
-    fn trainable_params(&self) -> Vec<(String, Vec<(String, Var)>)> {
-        let s = self.student;
-        let keep = |after_c: bool| match self.trainable {
-            Trainable::All => true,
-            Trainable::UpToCompressed | Trainable::AllButFrozen => !after_c,
+    /// The parameters the plan trains, grouped as `features`, `head` and `regressor` (the
+    /// names an optimiser's `groups` overrides refer to).
+    fn trainable_params(&self) -> Result<Vec<(String, Vec<(String, Var)>)>, Error> {
+        let params = match &self.plan.trains {
+            TrainSet::All => self.student.params().to_vec(),
+            TrainSet::UpTo { tap } => self.student.params_up_to(tap)?,
         };
-        let features = s.params_where(|b, r| !b.is_head() && keep(r.is_after_compressed()));
-        let head = s.params_where(|b, r| b.is_head() && keep(r.is_after_compressed()));
-        vec![("features".into(), features), ("head".into(), head)]
-    }
-
-    fn taps(&self, loss: &LossSpec) -> (Taps, Taps) {
-        let wants_logits = loss.needs_logits() || loss.needs_labels();
-        let student = match (&self.student_tap, loss.needs_features()) {
-            (Some(t), true) if !wants_logits => Taps::until(&[t]),
-            (Some(t), true) => Taps::of(&[t]),
-            _ => Taps::default(),
+        let is_head = |name: &str| {
+            BlockKind::from_name(name.split('.').next().unwrap_or("")).is_some_and(|b| b.is_head())
         };
-        let teacher = match (&self.teacher_tap, loss.needs_features()) {
-            (Some(t), true) if !loss.needs_logits() => Taps::until(&[t]),
-            (Some(t), true) => Taps::of(&[t]),
-            _ => Taps::default(),
-        };
-        (student, teacher)
+        let (head, features): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| is_head(n));
+        let mut groups = vec![
+            ("features".to_string(), features),
+            ("head".to_string(), head),
+        ];
+        if let Some(a) = self.adapter.filter(|a| !a.params().is_empty()) {
+            groups.push(("regressor".to_string(), a.params()));
+        }
+        Ok(groups)
     }
 
     /// Loss of one batch (and the logits, when the forward pass produced them).
@@ -128,58 +97,90 @@ impl StageRun<'_> {
         labels: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, Option<Tensor>), Error> {
-        let loss = &self.config.loss;
-        let (st, tt) = self.taps(loss);
-        let out = self.student.forward_taps(images, mode, &st)?;
-        let teacher_out = match (self.teacher, loss.needs_teacher()) {
-            (Some(t), true) => Some(t.forward_taps(images, Mode::Eval, &tt)?),
+        let plan = self.plan;
+        let train = mode.is_train();
+        let student_taps = Taps {
+            names: plan.student_taps(),
+            stop_early: !plan.student_logits,
+        };
+        let out = self.student.forward_taps(images, mode, &student_taps)?;
+        let teacher_out = match (self.teacher, plan.uses_teacher()) {
+            (Some(t), true) => {
+                let taps = Taps {
+                    names: plan.teacher_taps(),
+                    stop_early: !plan.teacher_logits,
+                };
+                Some(t.forward_taps(images, Mode::Eval, &taps)?)
+            }
             (None, true) => {
                 return Err(Error::Stage(format!(
-                    "{}: loss `{}` needs a teacher",
-                    self.label,
-                    loss.name()
+                    "{}: the plan's loss reads a teacher, but none was given",
+                    self.label
                 )))
             }
             _ => None,
         };
-        let sf = match &self.student_tap {
-            Some(t) if loss.needs_features() => Some(out.tap(t)?.clone()),
-            _ => None,
-        };
-        let tf = match (&self.teacher_tap, &teacher_out) {
-            (Some(t), Some(o)) if loss.needs_features() => Some(o.tap(t)?.detach()),
-            _ => None,
-        };
+        let (mut sf, mut tf) = (None, None);
+        if let Some(f) = &plan.features {
+            let x = out.tap(&f.student)?;
+            sf = Some(match self.adapter {
+                Some(a) => a.forward(x, train)?,
+                None => x.clone(),
+            });
+            tf = teacher_out
+                .as_ref()
+                .map(|o| o.tap(&f.teacher).map(|t| t.detach()))
+                .transpose()?;
+        }
+        let mut student_pairs = Vec::new();
+        let mut teacher_pairs = Vec::new();
+        for p in &plan.gram_pairs {
+            student_pairs.push((
+                out.tap(&p.student.0)?.clone(),
+                out.tap(&p.student.1)?.clone(),
+            ));
+            if let Some(o) = &teacher_out {
+                teacher_pairs.push((o.tap(&p.teacher.0)?.detach(), o.tap(&p.teacher.1)?.detach()));
+            }
+        }
         let tl = teacher_out
             .as_ref()
             .and_then(|o| o.logits.as_ref().map(|l| l.detach()));
         let inputs = LossInputs {
             student_features: sf.as_ref(),
             teacher_features: tf.as_ref(),
-            student_gram_pairs: &[],
-            teacher_gram_pairs: &[],
+            student_gram_pairs: &student_pairs,
+            teacher_gram_pairs: &teacher_pairs,
             student_logits: out.logits.as_ref(),
             teacher_logits: tl.as_ref(),
             labels: Some(labels),
         };
-        let value = loss
+        let value = plan
+            .loss
             .evaluate(&inputs)
             .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
         Ok((value, out.logits))
+    }
+
+    /// A batch's loss value, as a sum over its images (see `Reduction`).
+    fn batch_sum(&self, value: f64, batch: usize) -> f64 {
+        match self.plan.reduction {
+            Reduction::Sum => value,
+            Reduction::Mean | Reduction::Mixed => value * batch as f64,
+        }
     }
 
     fn evaluate(&self, loader: &Loader, with_loss: bool) -> Result<EvalResult, Error> {
         let mut loss_sum = 0.0;
         let mut correct = 0u64;
         let mut n = 0usize;
-        let sum_reduced = is_sum_reduced(&self.config.loss);
         for batch in loader.iter(0) {
             let batch = batch?;
             let b = batch.indices.len();
             let logits = if with_loss {
                 let (l, logits) = self.batch_loss(&batch.images, &batch.labels, Mode::Eval)?;
                 let v = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                loss_sum += if sum_reduced { v } else { v * b as f64 };
+                loss_sum += self.batch_sum(v, b);
                 logits
             } else {
                 Some(self.student.forward(&batch.images, Mode::Eval)?)
@@ -189,11 +190,10 @@ impl StageRun<'_> {
             }
             n += b;
         }
-        let needs_logits =
-            !with_loss || self.config.loss.needs_logits() || self.config.loss.needs_labels();
+        let has_logits = !with_loss || self.plan.student_logits;
         Ok(EvalResult {
             loss: loss_sum / n.max(1) as f64,
-            acc: needs_logits.then(|| 100.0 * correct as f64 / n.max(1) as f64),
+            acc: has_logits.then(|| 100.0 * correct as f64 / n.max(1) as f64),
             n,
         })
     }
@@ -207,28 +207,13 @@ impl StageRun<'_> {
     /// Runs the stage to its stop rule and leaves the student at its selected weights.
     pub fn run(self, data: &StageData, log: &mut JsonlWriter) -> Result<StageOutcome, Error> {
         let started = Instant::now();
-        let cfg = self.config;
-        let accuracy_monitored = monitors_accuracy(&cfg.loss);
-        let wanted = if accuracy_monitored {
-            MetricMode::Max
-        } else {
-            MetricMode::Min
-        };
-        if cfg.schedule.mode() != wanted {
-            return Err(Error::Stage(format!(
-                "{}: loss `{}` is monitored by {} but the schedule's mode is {:?}; set mode = \"{}\"",
-                self.label,
-                cfg.loss.name(),
-                if accuracy_monitored { "accuracy" } else { "loss" },
-                cfg.schedule.mode(),
-                if accuracy_monitored { "max" } else { "min" },
-            )));
-        }
-        let mut optimizer = cfg
+        let plan = self.plan;
+        let accuracy_monitored = plan.monitor == Monitor::Accuracy;
+        let mut optimizer = plan
             .optimizer
-            .build(self.trainable_params())
+            .build(self.trainable_params()?)
             .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
-        let mut schedule = cfg
+        let mut schedule = plan
             .schedule
             .build(optimizer.lrs())
             .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
@@ -275,7 +260,6 @@ impl StageRun<'_> {
         let mut stop = d.stop;
         let mut images_seen = 0usize;
         let mut train_seconds = 0.0;
-        let sum_reduced = is_sum_reduced(&cfg.loss);
         let mut epoch = 0u64;
         while stop.is_none() {
             epoch += 1;
@@ -300,8 +284,8 @@ impl StageRun<'_> {
                 }
                 let grads = loss.backward()?;
                 optimizer.step(&grads)?;
-                loss_sum += if sum_reduced { v } else { v * b as f64 };
-                if let (Some(l), true) = (logits, cfg.loss.needs_labels()) {
+                loss_sum += self.batch_sum(v, b);
+                if let (Some(l), true) = (logits, plan.labels) {
                     correct += count_correct(&l, &batch.labels)?;
                 }
                 n += b;
@@ -332,9 +316,8 @@ impl StageRun<'_> {
             }
             let train = EvalResult {
                 loss: loss_sum / n.max(1) as f64,
-                acc: cfg
-                    .loss
-                    .needs_labels()
+                acc: plan
+                    .labels
                     .then(|| 100.0 * correct as f64 / n.max(1) as f64),
                 n,
             };
@@ -376,8 +359,8 @@ impl StageRun<'_> {
             last_test_acc = None;
         }
         Ok(StageOutcome {
-            stage: self.stage,
-            loss: cfg.loss.name().to_string(),
+            stage: plan.number,
+            loss: plan.loss.describe(),
             epochs: epoch,
             best_epoch,
             best_metric,
@@ -387,7 +370,7 @@ impl StageRun<'_> {
                 format!(
                     "{} {} loss",
                     if separate_test { "val" } else { "test" },
-                    cfg.loss.name()
+                    plan.loss.name()
                 )
             },
             best_test_acc,
@@ -430,7 +413,7 @@ impl StageRun<'_> {
             None => (Some(sel.loss), sel.acc, None, None),
         };
         EpochMetrics {
-            stage: self.stage,
+            stage: self.plan.number,
             epoch,
             train_loss: train.map(|t| t.loss),
             train_acc: train.and_then(|t| t.acc),

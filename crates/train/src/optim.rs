@@ -738,9 +738,28 @@ impl OptimizerConfig {
             .collect())
     }
 
-    /// Validates the hyper-parameters.
+    /// Validates the hyper-parameters: lr and weight decay (config-wide and every per-group
+    /// override) finite and >= 0 (lr = 0 is allowed), then the kind's own settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
+        let (lr, wd, overrides) = self.base();
+        let rate = |what: String, x: f64| {
+            if x.is_finite() && x >= 0.0 {
+                Ok(())
+            } else {
+                bad(format!("{what} must be finite and >= 0, got {x}"))
+            }
+        };
+        rate("lr".into(), lr)?;
+        rate("weight_decay".into(), wd)?;
+        for (name, o) in overrides {
+            if let Some(x) = o.lr {
+                rate(format!("groups.{name}.lr"), x)?;
+            }
+            if let Some(x) = o.weight_decay {
+                rate(format!("groups.{name}.weight_decay"), x)?;
+            }
+        }
         match self {
             OptimizerConfig::Adam(c) | OptimizerConfig::AdamW(c) => {
                 let (b1, b2) = c.betas;

@@ -9,12 +9,38 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 
 /// Whether the monitored metric should go down (loss, stage 1) or up (accuracy, stage 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// There is deliberately no default: a stage derives the mode from its loss
+/// ([`ScheduleConfig::with_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Min,
-    #[default]
     Max,
+}
+
+impl Mode {
+    /// `"min"` or `"max"`, as written in a config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Min => "min",
+            Mode::Max => "max",
+        }
+    }
+
+    /// What a metric monitored in this mode is, for error messages.
+    fn meaning(self) -> &'static str {
+        match self {
+            Mode::Min => "a loss, which should fall; \"max\" is for accuracy",
+            Mode::Max => "accuracy, which should rise; \"min\" is for a loss",
+        }
+    }
+}
+
+/// The mode a runtime schedule uses: an unresolved (`None`) mode is an error, never a default.
+fn resolved(mode: Option<Mode>) -> Result<Mode> {
+    mode.ok_or_else(|| {
+        TrainError::Config("schedule: mode not resolved; call with_mode first".into())
+    })
 }
 
 /// PyTorch `threshold_mode`.
@@ -68,13 +94,17 @@ fn d_eps() -> f64 {
     1e-8
 }
 
-/// ReduceLROnPlateau + loop rules. `mode` and `stop` are required in config; the rest default
-/// to the two-stage scripts (METHOD.md §9.1): factor 0.1, patience 5, threshold 1e-20 rel,
-/// eps 1e-8 (stage 2 uses 1e-9), cooldown 0, min_lr 0, strict save test, no epoch cap.
+/// ReduceLROnPlateau + loop rules. `stop` is required in config and `mode` is normally derived
+/// by the stage ([`ScheduleConfig::with_mode`]); the rest default to the two-stage scripts
+/// (METHOD.md §9.1): factor 0.1, patience 5, threshold 1e-20 rel, eps 1e-8 (stage 2 uses 1e-9),
+/// cooldown 0, min_lr 0, strict save test, no epoch cap.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlateauConfig {
-    pub mode: Mode,
+    /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
+    /// stage derives it from its loss; an explicit value must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub stop: StopRule,
     #[serde(default = "d_factor")]
     pub factor: f64,
@@ -101,7 +131,7 @@ pub struct PlateauConfig {
 impl PlateauConfig {
     fn base(mode: Mode, stop: StopRule, eps: f64) -> Self {
         Self {
-            mode,
+            mode: Some(mode),
             stop,
             factor: d_factor(),
             patience: d_patience(),
@@ -143,6 +173,7 @@ impl PlateauConfig {
         }
     }
 
+    /// Checks the numeric settings (not `mode`, which is resolved later by the stage).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(format!("plateau: {m}")));
         if !(self.factor > 0.0 && self.factor < 1.0) {
@@ -156,6 +187,9 @@ impl PlateauConfig {
             if !(x.is_finite() && x >= 0.0) {
                 return bad(format!("{what} must be finite and >= 0, got {x}"));
             }
+        }
+        if self.max_epochs == Some(0) {
+            return bad("max_epochs must be > 0, got 0".into());
         }
         Ok(())
     }
@@ -225,9 +259,11 @@ pub struct Plateau {
 }
 
 impl Plateau {
-    /// `lrs`: the optimiser's initial learning rate per group.
+    /// `lrs`: the optimiser's initial learning rate per group. `config.mode` must be resolved
+    /// (see [`ScheduleConfig::with_mode`]).
     pub fn new(config: PlateauConfig, lrs: Vec<f64>) -> Result<Self> {
         config.validate()?;
+        resolved(config.mode)?;
         if lrs.is_empty() {
             return Err(TrainError::Config("plateau: no learning rates".into()));
         }
@@ -249,6 +285,10 @@ impl Plateau {
 
     pub fn config(&self) -> &PlateauConfig {
         &self.config
+    }
+    /// The resolved mode (set by `new`; an error only for a state deserialised without one).
+    pub fn mode(&self) -> Result<Mode> {
+        resolved(self.config.mode)
     }
     pub fn lrs(&self) -> &[f64] {
         &self.lrs
@@ -289,9 +329,10 @@ impl Plateau {
                 "plateau: initial() called twice".into(),
             ));
         }
+        let mode = self.mode()?;
         self.started = true;
         self.best_saved = Some(metric);
-        self.scheduler_step(metric);
+        self.scheduler_step(mode, metric);
         let stop = self.cap_reached();
         self.stopped = stop.clone();
         Ok(Decision {
@@ -317,24 +358,21 @@ impl Plateau {
                 "plateau: step() after stop".into(),
             ));
         }
+        let mode = self.mode()?;
         self.epoch += 1;
         let c = &self.config;
         let improved = match c.save_test {
-            SaveTest::Strict => is_better(c.mode, ThresholdMode::Abs, 0.0, metric, self.best_saved),
-            SaveTest::Scheduler => is_better(
-                c.mode,
-                c.threshold_mode,
-                c.threshold,
-                metric,
-                self.best_saved,
-            ),
+            SaveTest::Strict => is_better(mode, ThresholdMode::Abs, 0.0, metric, self.best_saved),
+            SaveTest::Scheduler => {
+                is_better(mode, c.threshold_mode, c.threshold, metric, self.best_saved)
+            }
         };
         if improved {
             self.best_saved = Some(metric);
             self.check_load = 0;
             self.improvements += 1;
         }
-        let cut = self.scheduler_step(metric);
+        let cut = self.scheduler_step(mode, metric);
         let reload_best = cut && !improved;
         if reload_best {
             self.check_load += 1;
@@ -352,9 +390,9 @@ impl Plateau {
     }
 
     /// PyTorch 0.2 `ReduceLROnPlateau.step`; returns whether any group's lr changed.
-    fn scheduler_step(&mut self, metric: f64) -> bool {
+    fn scheduler_step(&mut self, mode: Mode, metric: f64) -> bool {
         let c = &self.config;
-        if is_better(c.mode, c.threshold_mode, c.threshold, metric, self.best) {
+        if is_better(mode, c.threshold_mode, c.threshold, metric, self.best) {
             self.best = Some(metric);
             self.num_bad_epochs = 0;
         } else {
@@ -430,8 +468,10 @@ pub struct StepLr {
     pub step_size: u64,
     #[serde(default = "d_factor")]
     pub gamma: f64,
-    #[serde(default)]
-    pub mode: Mode,
+    /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
+    /// stage derives it from its loss; an explicit value must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub max_epochs: u64,
 }
 
@@ -442,8 +482,10 @@ pub struct MultiStep {
     pub milestones: Vec<u64>,
     #[serde(default = "d_factor")]
     pub gamma: f64,
-    #[serde(default)]
-    pub mode: Mode,
+    /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
+    /// stage derives it from its loss; an explicit value must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub max_epochs: u64,
 }
 
@@ -455,8 +497,10 @@ pub struct Cosine {
     pub t_max: u64,
     #[serde(default)]
     pub eta_min: f64,
-    #[serde(default)]
-    pub mode: Mode,
+    /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
+    /// stage derives it from its loss; an explicit value must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub max_epochs: u64,
 }
 
@@ -464,13 +508,16 @@ pub struct Cosine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Constant {
-    #[serde(default)]
-    pub mode: Mode,
+    /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
+    /// stage derives it from its loss; an explicit value must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub max_epochs: u64,
 }
 
-/// Any schedule, e.g. `{"kind": "plateau", "mode": "max", "stop": "stage2", "eps": 1e-9}` or
-/// `{"kind": "cosine", "t_max": 200, "max_epochs": 200}`.
+/// Any schedule, e.g. `{"kind": "plateau", "stop": "stage2", "eps": 1e-9}` or
+/// `{"kind": "cosine", "t_max": 200, "max_epochs": 200}`. `mode` is normally left out and
+/// filled in by the stage from its loss ([`ScheduleConfig::with_mode`]) before `build`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScheduleConfig {
@@ -499,7 +546,8 @@ impl ScheduleConfig {
         })
     }
 
-    pub fn mode(&self) -> Mode {
+    /// The explicit or resolved mode; `None` when it is still to be derived from the loss.
+    pub fn mode(&self) -> Option<Mode> {
         match self {
             ScheduleConfig::Plateau(c) => c.mode,
             ScheduleConfig::Step(c) => c.mode,
@@ -507,6 +555,82 @@ impl ScheduleConfig {
             ScheduleConfig::Cosine(c) => c.mode,
             ScheduleConfig::Constant(c) => c.mode,
         }
+    }
+
+    fn mode_mut(&mut self) -> &mut Option<Mode> {
+        match self {
+            ScheduleConfig::Plateau(c) => &mut c.mode,
+            ScheduleConfig::Step(c) => &mut c.mode,
+            ScheduleConfig::MultiStep(c) => &mut c.mode,
+            ScheduleConfig::Cosine(c) => &mut c.mode,
+            ScheduleConfig::Constant(c) => &mut c.mode,
+        }
+    }
+
+    /// A copy with the mode set to `wanted` (the mode the stage's loss is monitored by). An
+    /// explicit mode that disagrees is an error; an absent or agreeing one is fine.
+    pub fn with_mode(&self, wanted: Mode) -> Result<ScheduleConfig> {
+        if let Some(m) = self.mode() {
+            if m != wanted {
+                return Err(TrainError::Config(format!(
+                    "schedule mode = \"{}\" contradicts the loss, which is monitored by {} ({}); leave `mode` out",
+                    m.as_str(),
+                    wanted.as_str(),
+                    wanted.meaning(),
+                )));
+            }
+        }
+        let mut out = self.clone();
+        *out.mode_mut() = Some(wanted);
+        Ok(out)
+    }
+
+    /// Checks every kind's settings (not `mode`, which may still be unresolved): the plateau
+    /// rules of [`PlateauConfig::validate`]; step_size, t_max and max_epochs > 0; gamma finite
+    /// and > 0; eta_min finite and >= 0; milestones strictly increasing.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(format!("schedule: {m}")));
+        let gamma_ok = |gamma: f64| {
+            if gamma.is_finite() && gamma > 0.0 {
+                Ok(())
+            } else {
+                bad(format!("gamma must be finite and > 0, got {gamma}"))
+            }
+        };
+        match self {
+            ScheduleConfig::Plateau(c) => return c.validate(),
+            ScheduleConfig::Step(c) => {
+                if c.step_size == 0 {
+                    return bad("step_size must be > 0, got 0".into());
+                }
+                gamma_ok(c.gamma)?;
+            }
+            ScheduleConfig::MultiStep(c) => {
+                if let Some(w) = c.milestones.windows(2).find(|w| w[0] >= w[1]) {
+                    return bad(format!(
+                        "milestones must be strictly increasing, got {:?} ({} then {})",
+                        c.milestones, w[0], w[1]
+                    ));
+                }
+                gamma_ok(c.gamma)?;
+            }
+            ScheduleConfig::Cosine(c) => {
+                if c.t_max == 0 {
+                    return bad("t_max must be > 0, got 0".into());
+                }
+                if !(c.eta_min.is_finite() && c.eta_min >= 0.0) {
+                    return bad(format!(
+                        "eta_min must be finite and >= 0, got {}",
+                        c.eta_min
+                    ));
+                }
+            }
+            ScheduleConfig::Constant(_) => {}
+        }
+        if self.max_epochs() == Some(0) {
+            return bad("max_epochs must be > 0, got 0".into());
+        }
+        Ok(())
     }
 
     pub fn max_epochs(&self) -> Option<u64> {
@@ -519,7 +643,8 @@ impl ScheduleConfig {
         }
     }
 
-    /// Builds the runtime schedule from the optimiser's initial per-group learning rates.
+    /// Builds the runtime schedule from the optimiser's initial per-group learning rates. The
+    /// config must be valid and its mode resolved ([`ScheduleConfig::with_mode`]).
     pub fn build(&self, lrs: Vec<f64>) -> Result<Schedule> {
         Ok(match self {
             ScheduleConfig::Plateau(c) => Schedule::Plateau(Plateau::new(c.clone(), lrs)?),
@@ -541,17 +666,17 @@ pub struct Fixed {
 }
 
 impl Fixed {
+    /// `config` must be a fixed (non-plateau) kind, valid, with its mode resolved.
     pub fn new(config: ScheduleConfig, base_lrs: Vec<f64>) -> Result<Self> {
         let bad = |m: &str| Err(TrainError::Config(format!("schedule: {m}")));
         if base_lrs.is_empty() {
             return bad("no learning rates");
         }
-        match &config {
-            ScheduleConfig::Plateau(_) => return bad("Fixed::new given a plateau config"),
-            ScheduleConfig::Step(s) if s.step_size == 0 => return bad("step_size must be > 0"),
-            ScheduleConfig::Cosine(c) if c.t_max == 0 => return bad("t_max must be > 0"),
-            _ => {}
+        if let ScheduleConfig::Plateau(_) = config {
+            return bad("Fixed::new given a plateau config");
         }
+        config.validate()?;
+        resolved(config.mode())?;
         Ok(Self {
             config,
             lrs: base_lrs.clone(),
@@ -563,14 +688,13 @@ impl Fixed {
         })
     }
 
-    fn decide(&mut self, metric: f64) -> Decision {
-        let improved = is_better(
-            self.config.mode(),
-            ThresholdMode::Abs,
-            0.0,
-            metric,
-            self.best,
-        );
+    /// The resolved mode (set by `new`; an error only for a state deserialised without one).
+    pub fn mode(&self) -> Result<Mode> {
+        resolved(self.config.mode())
+    }
+
+    fn decide(&mut self, mode: Mode, metric: f64) -> Decision {
+        let improved = is_better(mode, ThresholdMode::Abs, 0.0, metric, self.best);
         if improved {
             self.best = Some(metric);
         }
@@ -617,8 +741,9 @@ impl Schedule {
                         "schedule: initial() called twice".into(),
                     ));
                 }
+                let mode = f.mode()?;
                 f.started = true;
-                let mut d = f.decide(metric);
+                let mut d = f.decide(mode, metric);
                 d.improved = true;
                 Ok(d)
             }
@@ -634,8 +759,9 @@ impl Schedule {
                         "schedule: step() before initial() or after stop".into(),
                     ));
                 }
+                let mode = f.mode()?;
                 f.epoch += 1;
-                Ok(f.decide(metric))
+                Ok(f.decide(mode, metric))
             }
         }
     }

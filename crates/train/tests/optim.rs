@@ -457,3 +457,78 @@ fn fused_cpu_path_is_bit_identical_to_the_tensor_formula() {
         }
     }
 }
+
+#[test]
+fn config_validate_refuses_bad_rates() {
+    let err = |json: &str| {
+        let cfg: OptimizerConfig = serde_json::from_str(json).unwrap();
+        cfg.validate().unwrap_err().to_string()
+    };
+    assert!(
+        err(r#"{"kind":"adam","lr":-0.001}"#).contains("lr must be finite and >= 0, got -0.001")
+    );
+    assert!(err(r#"{"kind":"sgd","lr":-1}"#).contains("lr must be finite and >= 0, got -1"));
+    assert!(err(r#"{"kind":"adamw","weight_decay":-0.5}"#)
+        .contains("weight_decay must be finite and >= 0, got -0.5"));
+    assert!(err(r#"{"kind":"adam","groups":{"head":{"lr":-0.001}}}"#)
+        .contains("groups.head.lr must be finite and >= 0, got -0.001"));
+    assert!(
+        err(r#"{"kind":"sgd","groups":{"head":{"weight_decay":-2}}}"#)
+            .contains("groups.head.weight_decay must be finite and >= 0, got -2")
+    );
+
+    // NaN / infinity cannot come from JSON; build them directly.
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let cfg = OptimizerConfig::Adam(AdamConfig {
+            lr: bad,
+            ..AdamConfig::default()
+        });
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lr must be finite"));
+        let cfg = OptimizerConfig::Sgd(SgdConfig {
+            weight_decay: bad,
+            ..SgdConfig::default()
+        });
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("weight_decay must be finite"));
+        let mut groups = std::collections::BTreeMap::new();
+        groups.insert(
+            "head".to_string(),
+            GroupOverride {
+                lr: Some(bad),
+                weight_decay: None,
+            },
+        );
+        let cfg = OptimizerConfig::AdamW(AdamConfig {
+            groups,
+            ..AdamConfig::default()
+        });
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("groups.head.lr must be finite"));
+    }
+
+    // `build` refuses them too, before touching any parameter.
+    let cfg: OptimizerConfig = serde_json::from_str(r#"{"kind":"adam","lr":-0.001}"#).unwrap();
+    assert!(cfg
+        .build(vec![("g".into(), vec![("p".into(), theta0())])])
+        .is_err());
+
+    // lr = 0 (and weight decay 0) is allowed, config-wide and per group.
+    for json in [
+        r#"{"kind":"adam","lr":0}"#,
+        r#"{"kind":"sgd","lr":0,"weight_decay":0}"#,
+        r#"{"kind":"adamw","groups":{"head":{"lr":0,"weight_decay":0}}}"#,
+    ] {
+        let cfg: OptimizerConfig = serde_json::from_str(json).unwrap();
+        cfg.validate().unwrap();
+    }
+}

@@ -271,9 +271,197 @@ fn config_serde() {
     assert_eq!(back, s);
 }
 
+#[test]
+fn mode_is_optional_in_config_and_derived_by_with_mode() {
+    // Without `mode` a plateau config parses, with the mode unresolved and not written back.
+    let c: PlateauConfig = serde_json::from_str(r#"{"stop":"stage2","eps":1e-9}"#).unwrap();
+    assert_eq!(
+        c,
+        PlateauConfig {
+            mode: None,
+            ..PlateauConfig::stage2()
+        }
+    );
+    assert!(!serde_json::to_string(&c).unwrap().contains(r#""mode""#));
+    let s: ScheduleConfig = serde_json::from_str(r#"{"kind":"plateau","stop":"stage1"}"#).unwrap();
+    assert_eq!(s.mode(), None);
+    let resolved = s.with_mode(Mode::Min).unwrap();
+    assert_eq!(resolved, ScheduleConfig::Plateau(PlateauConfig::stage1()));
+    assert_eq!(resolved.mode(), Some(Mode::Min));
+    assert!(serde_json::to_string(&resolved)
+        .unwrap()
+        .contains(r#""mode":"min""#));
+
+    // An explicit mode that agrees is kept; one that contradicts the loss is an error naming both.
+    let explicit = ScheduleConfig::Plateau(PlateauConfig::stage2());
+    assert_eq!(explicit.with_mode(Mode::Max).unwrap(), explicit);
+    let err = explicit.with_mode(Mode::Min).unwrap_err().to_string();
+    assert!(err.contains(r#"mode = "max""#), "{err}");
+    assert!(err.contains("monitored by min"), "{err}");
+    assert!(err.contains("a loss") && err.contains("accuracy"), "{err}");
+    let fixed: ScheduleConfig =
+        serde_json::from_str(r#"{"kind":"constant","mode":"min","max_epochs":3}"#).unwrap();
+    let err = fixed.with_mode(Mode::Max).unwrap_err().to_string();
+    assert!(
+        err.contains(r#"mode = "min""#) && err.contains("monitored by max"),
+        "{err}"
+    );
+    assert_eq!(Mode::Min.as_str(), "min");
+    assert_eq!(Mode::Max.as_str(), "max");
+}
+
+#[test]
+fn building_without_a_resolved_mode_is_an_error() {
+    let unresolved = "mode not resolved; call with_mode first";
+    for json in [
+        r#"{"kind":"plateau","stop":"stage2"}"#,
+        r#"{"kind":"step","step_size":2,"max_epochs":3}"#,
+        r#"{"kind":"multi_step","milestones":[2],"max_epochs":3}"#,
+        r#"{"kind":"cosine","t_max":2,"max_epochs":3}"#,
+        r#"{"kind":"constant","max_epochs":3}"#,
+    ] {
+        let cfg: ScheduleConfig = serde_json::from_str(json).unwrap();
+        let err = cfg.build(vec![1e-4]).unwrap_err().to_string();
+        assert!(err.contains(unresolved), "{json}: {err}");
+        assert!(cfg.with_mode(Mode::Max).unwrap().build(vec![1e-4]).is_ok());
+    }
+    let cfg = PlateauConfig {
+        mode: None,
+        ..PlateauConfig::stage1()
+    };
+    let err = Plateau::new(cfg, vec![1e-4]).unwrap_err().to_string();
+    assert!(err.contains(unresolved), "{err}");
+    let cfg: ScheduleConfig =
+        serde_json::from_str(r#"{"kind":"constant","max_epochs":3}"#).unwrap();
+    let err = Fixed::new(cfg, vec![1e-4]).unwrap_err().to_string();
+    assert!(err.contains(unresolved), "{err}");
+
+    // A saved state whose config lost its mode errors on use instead of guessing one.
+    let mut p = Plateau::new(PlateauConfig::stage1(), vec![1e-4]).unwrap();
+    p.initial(10.0).unwrap();
+    let json = serde_json::to_string(&p)
+        .unwrap()
+        .replace(r#""mode":"min","#, "");
+    let mut q: Plateau = serde_json::from_str(&json).unwrap();
+    assert!(q.mode().is_err());
+    assert!(q.step(9.0).unwrap_err().to_string().contains(unresolved));
+    assert_eq!(q.epoch(), 0);
+    let mut f = serde_json::from_str::<ScheduleConfig>(r#"{"kind":"constant","max_epochs":3}"#)
+        .unwrap()
+        .with_mode(Mode::Min)
+        .unwrap()
+        .build(vec![1e-4])
+        .unwrap();
+    f.initial(1.0).unwrap();
+    let json = serde_json::to_string(&f)
+        .unwrap()
+        .replace(r#""mode":"min","#, "");
+    let mut g: Schedule = serde_json::from_str(&json).unwrap();
+    assert!(g.step(0.5).unwrap_err().to_string().contains(unresolved));
+    assert_eq!(g.epoch(), 0);
+}
+
+#[test]
+fn schedule_validate_names_the_field() {
+    let check = |json: &str, want: &str| {
+        let cfg: ScheduleConfig = serde_json::from_str(json).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains(want), "{json}: {err}");
+        // `build` validates too, even with the mode resolved.
+        let built = cfg.with_mode(Mode::Max).unwrap().build(vec![0.1]);
+        assert!(built.unwrap_err().to_string().contains(want), "{json}");
+    };
+    check(
+        r#"{"kind":"step","step_size":0,"max_epochs":3}"#,
+        "schedule: step_size must be > 0, got 0",
+    );
+    check(
+        r#"{"kind":"step","step_size":2,"gamma":0,"max_epochs":3}"#,
+        "schedule: gamma must be finite and > 0, got 0",
+    );
+    check(
+        r#"{"kind":"multi_step","milestones":[2,5],"gamma":-0.5,"max_epochs":3}"#,
+        "schedule: gamma must be finite and > 0, got -0.5",
+    );
+    check(
+        r#"{"kind":"multi_step","milestones":[2,5,5],"max_epochs":9}"#,
+        "schedule: milestones must be strictly increasing",
+    );
+    check(
+        r#"{"kind":"multi_step","milestones":[5,2],"max_epochs":9}"#,
+        "schedule: milestones must be strictly increasing",
+    );
+    check(
+        r#"{"kind":"cosine","t_max":0,"max_epochs":3}"#,
+        "schedule: t_max must be > 0, got 0",
+    );
+    check(
+        r#"{"kind":"cosine","t_max":4,"eta_min":-0.001,"max_epochs":3}"#,
+        "schedule: eta_min must be finite and >= 0, got -0.001",
+    );
+    check(
+        r#"{"kind":"constant","max_epochs":0}"#,
+        "schedule: max_epochs must be > 0, got 0",
+    );
+    check(
+        r#"{"kind":"cosine","t_max":4,"max_epochs":0}"#,
+        "schedule: max_epochs must be > 0, got 0",
+    );
+    check(
+        r#"{"kind":"plateau","stop":"stage1","max_epochs":0}"#,
+        "plateau: max_epochs must be > 0, got 0",
+    );
+    check(
+        r#"{"kind":"plateau","stop":"stage1","factor":1.5}"#,
+        "plateau: factor must be in (0, 1), got 1.5",
+    );
+
+    // Non-finite values cannot come from JSON; build them directly.
+    let cosine = ScheduleConfig::Cosine(Cosine {
+        t_max: 4,
+        eta_min: f64::NAN,
+        mode: None,
+        max_epochs: 4,
+    });
+    assert!(cosine
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("eta_min"));
+    let step = ScheduleConfig::Step(StepLr {
+        step_size: 1,
+        gamma: f64::INFINITY,
+        mode: None,
+        max_epochs: 4,
+    });
+    assert!(step.validate().unwrap_err().to_string().contains("gamma"));
+
+    // Valid configs of every kind, mode resolved or not.
+    for json in [
+        r#"{"kind":"plateau","stop":"stage2","max_epochs":1}"#,
+        r#"{"kind":"step","step_size":1,"gamma":1.0,"mode":"min","max_epochs":1}"#,
+        r#"{"kind":"multi_step","milestones":[],"max_epochs":1}"#,
+        r#"{"kind":"multi_step","milestones":[0,1,7],"max_epochs":1}"#,
+        r#"{"kind":"cosine","t_max":1,"eta_min":0,"max_epochs":1}"#,
+        r#"{"kind":"constant","max_epochs":1}"#,
+    ] {
+        let cfg: ScheduleConfig = serde_json::from_str(json).unwrap();
+        cfg.validate().unwrap();
+    }
+    for p in [
+        PlateauConfig::stage1(),
+        PlateauConfig::stage2(),
+        PlateauConfig::single_stage(),
+        PlateauConfig::gram_direct_stage2(),
+    ] {
+        ScheduleConfig::Plateau(p).validate().unwrap();
+    }
+}
+
 fn fixed_lrs(cfg: &str, n: usize, lr: f64) -> Vec<f64> {
     let cfg: ScheduleConfig = serde_json::from_str(cfg).unwrap();
-    let mut s = cfg.build(vec![lr]).unwrap();
+    assert_eq!(cfg.mode(), None);
+    let mut s = cfg.with_mode(Mode::Max).unwrap().build(vec![lr]).unwrap();
     let mut out = vec![s.initial(0.0).unwrap().lrs[0]];
     for i in 0..n {
         out.push(s.step(i as f64).unwrap().lrs[0]);

@@ -1,0 +1,34 @@
+//! Pyramid 2-stages (METHOD.md §7.2): inherit from the previous level, match the teacher's
+//! output of the replaced block D with the new block C (MSE_sum), then train on labels.
+
+use pyramid_losses::LossSpec;
+
+use super::{Level, LevelRecipe, Method, StageRecipe, TrainSet};
+use crate::config::StageKind;
+
+pub const METHOD: Method = Method {
+    name: "pyramid",
+    title: "Pyramid 2-stages",
+    summary: "previous level teaches; hint C vs D up to C, then labels (§7.2)",
+    settings: &[],
+    level,
+};
+
+fn level(l: &Level) -> Option<LevelRecipe> {
+    let teacher = l.previous();
+    Some(LevelRecipe {
+        init: l.inherit(teacher.clone()),
+        stages: vec![
+            StageRecipe {
+                kind: StageKind::Stage1,
+                loss: LossSpec::Hint,
+                trains: TrainSet::UpTo {
+                    tap: l.compressed().name().into(),
+                },
+                offers: l.pyramid_offers(teacher.model()),
+            },
+            l.label_stage(),
+        ],
+        teacher: Some(teacher),
+    })
+}
