@@ -1,7 +1,7 @@
 //! Every config shipped in configs/ parses, validates and plans; the paper configs carry the
 //! paper's hyper-parameters (METHOD.md §9).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyramid::config::{StageKind, TeacherConfig};
 use pyramid::{ExperimentConfig, Plan};
@@ -12,8 +12,23 @@ fn configs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
 }
 
-fn lr(cfg: &ExperimentConfig, id: ModelId, which: StageKind) -> f64 {
-    match &cfg.stage_for(id, which).optimizer {
+/// Every `.toml` under `dir`, in its sub-folders too, sorted.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(toml_files(&path));
+        } else if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn lr(cfg: &ExperimentConfig, method: &str, id: ModelId, which: StageKind) -> f64 {
+    match &cfg.stage_for(method, id, which).optimizer {
         OptimizerConfig::Adam(a) => {
             assert_eq!(a.weight_decay, 5e-4);
             a.lr
@@ -25,15 +40,12 @@ fn lr(cfg: &ExperimentConfig, id: ModelId, which: StageKind) -> f64 {
 #[test]
 fn every_shipped_config_is_valid() {
     let mut n = 0;
-    for entry in std::fs::read_dir(configs_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
+    for path in toml_files(&configs_dir()) {
         let cfg = ExperimentConfig::from_file(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let plan = Plan::new(&cfg);
+        let plan = Plan::build(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!plan.chains.is_empty(), "{}", path.display());
+        assert!(!plan.steps.is_empty(), "{}", path.display());
         n += 1;
     }
     assert!(n >= 5, "only {n} configs found");
@@ -59,9 +71,21 @@ fn paper_configs_carry_the_paper_hyper_parameters() {
                 } else {
                     1e-4
                 };
-                assert_eq!(lr(&cfg, id, StageKind::Stage1), s1, "{name} {id}");
-                assert_eq!(lr(&cfg, id, StageKind::Stage2), s1, "{name} {id}");
-                assert_eq!(lr(&cfg, id, StageKind::Scratch), 1e-4, "{name} {id}");
+                assert_eq!(
+                    lr(&cfg, "pyramid", id, StageKind::Stage1),
+                    s1,
+                    "{name} {id}"
+                );
+                assert_eq!(
+                    lr(&cfg, "pyramid", id, StageKind::Stage2),
+                    s1,
+                    "{name} {id}"
+                );
+                assert_eq!(
+                    lr(&cfg, "scratch", id, StageKind::Scratch),
+                    1e-4,
+                    "{name} {id}"
+                );
             }
         }
     }

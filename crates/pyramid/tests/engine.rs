@@ -5,10 +5,12 @@
 use std::path::Path;
 
 use candle_core::Device;
-use pyramid::config::{ExperimentConfig, StageConfig};
+use pyramid::config::{ExperimentConfig, StageKind};
 use pyramid::data::ExperimentData;
-use pyramid::stage::{StageData, StageRun, Trainable};
-use pyramid::{run_experiment, RunOptions};
+use pyramid::method::{ModelRef, TrainSet};
+use pyramid::plan::{Images, StagePlan};
+use pyramid::stage::{StageData, StageRun};
+use pyramid::{run_experiment, Plan, RunOptions};
 use pyramid_losses::LossSpec;
 use pyramid_models::{step_of, Model, ModelConfig, ModelId, Scheme};
 use pyramid_rng::Rng;
@@ -43,15 +45,12 @@ optimizer = { kind = "adam", lr = 1e-3 }
 schedule = { kind = "plateau", mode = "max", stop = "single_stage", max_epochs = 2 }
 
 [stage1]
-loss = { kind = "hint" }
 schedule = { kind = "plateau", mode = "min", stop = "stage1", max_epochs = 2 }
 
 [stage2]
-loss = { kind = "cross_entropy" }
 schedule = { kind = "plateau", mode = "max", stop = "stage2", max_epochs = 2 }
 
 [scratch]
-loss = { kind = "cross_entropy" }
 schedule = { kind = "plateau", mode = "max", stop = "single_stage", max_epochs = 2 }
 "#;
 
@@ -68,21 +67,43 @@ fn values(m: &Model, name: &str) -> Vec<f32> {
         .unwrap()
 }
 
-fn stage(loss: LossSpec, schedule: ScheduleConfig, lr: f64) -> StageConfig {
-    StageConfig {
-        loss,
-        optimizer: OptimizerConfig::Adam(AdamConfig {
-            lr,
-            ..AdamConfig::default()
-        }),
-        schedule,
-        freeze_inherited: false,
-    }
+/// The planned stage `kind` of `method` at `id`, from `cfg`'s plan, with the test's own
+/// schedule and an Adam optimiser at `lr`.
+fn planned_stage(
+    cfg: &ExperimentConfig,
+    method: &str,
+    id: ModelId,
+    kind: StageKind,
+    schedule: ScheduleConfig,
+    lr: f64,
+) -> StagePlan {
+    let plan = Plan::build(cfg).unwrap();
+    let at = ModelRef::level(id.scheme, method, id);
+    let step = plan
+        .step(&at)
+        .unwrap_or_else(|| panic!("{at} is not in the plan"));
+    let mut stage = step
+        .stages
+        .iter()
+        .find(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("{at} has no {kind:?} stage"))
+        .clone();
+    stage.optimizer = OptimizerConfig::Adam(AdamConfig {
+        lr,
+        ..AdamConfig::default()
+    });
+    stage.schedule = schedule;
+    stage
 }
 
 #[test]
 fn stage1_leaves_everything_after_the_compressed_block_bit_identical() {
     let cfg = tiny();
+    // The same config planned over both schemes and three levels: the stage-1 plans of the
+    // levels below.
+    let mut wide = cfg.clone();
+    wide.schemes = vec![Scheme::Forward, Scheme::Backward];
+    wide.levels = vec![1, 2, 3];
     let data = ExperimentData::load(&cfg, &Device::Cpu).unwrap();
     let options = cfg.model.options(10);
     let teacher = Model::new(ModelConfig::new(ModelId::VGG19, options), 1, &Device::Cpu).unwrap();
@@ -100,25 +121,38 @@ fn stage1_leaves_everything_after_the_compressed_block_bit_identical() {
         let (student, _) = Model::inherit(&t, id, 3).unwrap();
         let before = student.snapshot();
         let step = step_of(id).unwrap();
-        let cfg1 = stage(
-            LossSpec::Hint,
+        let plan1 = planned_stage(
+            &wide,
+            "pyramid",
+            id,
+            StageKind::Stage1,
             ScheduleConfig::Plateau(PlateauConfig {
                 max_epochs: Some(2),
                 ..PlateauConfig::stage1()
             }),
             1e-3,
         );
+        // Pyramid stage 1: hint loss, C against D, trains up to C.
+        assert_eq!(plan1.loss, LossSpec::Hint);
+        assert_eq!(plan1.number, 1);
+        assert_eq!(
+            plan1.trains,
+            TrainSet::UpTo {
+                tap: step.with.name().into()
+            }
+        );
+        let pair = plan1.features.as_ref().expect("a feature pair");
+        assert_eq!(pair.student, step.with.name());
+        assert_eq!(pair.teacher, step.matched_teacher_block().name());
+        assert!(pair.adapter.is_none());
         let dir = tempfile::tempdir().unwrap();
         let mut log = JsonlWriter::open(dir.path().join("m.jsonl")).unwrap();
         let out = StageRun {
             label: format!("{id} stage 1"),
-            stage: 1,
+            plan: &plan1,
             student: &student,
             teacher: Some(&t),
-            config: &cfg1,
-            trainable: Trainable::UpToCompressed,
-            student_tap: Some(step.with.name().into()),
-            teacher_tap: Some(step.matched_teacher_block().name().into()),
+            adapter: None,
             rng: Rng::new(0),
             show_progress: false,
         }
@@ -170,23 +204,30 @@ fn a_label_stage_that_never_improves_lasts_exactly_30_epochs() {
             .set(name, &var.as_tensor().zeros_like().unwrap())
             .unwrap();
     }
-    let s2 = stage(
-        LossSpec::CrossEntropy,
+    // A label stage as the plan makes it (cross entropy, every parameter), with the paper's
+    // stage-2 schedule.
+    let s2 = planned_stage(
+        &cfg,
+        "pyramid",
+        ModelId::new(2, Scheme::Forward).unwrap(),
+        StageKind::Stage2,
         ScheduleConfig::Plateau(PlateauConfig::stage2()),
         1e-4,
     );
+    assert_eq!(s2.loss, LossSpec::CrossEntropy);
+    assert_eq!(s2.number, 2);
+    assert_eq!(s2.trains, TrainSet::All);
+    assert!(s2.features.is_none() && s2.gram_pairs.is_empty());
+    assert_eq!(s2.images, Images::Labelled);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.jsonl");
     let mut log = JsonlWriter::open(&path).unwrap();
     let out = StageRun {
         label: "never improves".into(),
-        stage: 2,
+        plan: &s2,
         student: &student,
         teacher: None,
-        config: &s2,
-        trainable: Trainable::All,
-        student_tap: None,
-        teacher_tap: None,
+        adapter: None,
         rng: Rng::new(0),
         show_progress: false,
     }
@@ -321,10 +362,66 @@ fn configs_reject_unknown_fields_and_bad_values_by_name() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("mnist"), "{e}");
+    // A loss in [stage1] is refused by name: the method brings its loss.
     let e = ExperimentConfig::from_toml(
-        &TINY.replace(r#"loss = { kind = "hint" }"#, r#"loss = { kind = "gram" }"#),
+        &TINY.replace("[stage1]\n", "[stage1]\nloss = { kind = \"gram\" }\n"),
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("gram"), "{e}");
+    assert!(e.contains("[stage1] loss = `gram`"), "{e}");
+    // A method's own loss that its level cannot feed is refused by the plan, before anything
+    // trains: forward SVGG17 compresses the head and has no Gram pair.
+    let cfg = ExperimentConfig::from_toml(&format!(
+        "{TINY}\n[method.pyramid.stage1]\nloss = {{ kind = \"gram\" }}\n"
+    ))
+    .unwrap();
+    let e = Plan::build(&cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("[forward/pyramid/SVGG17 stage1] loss `gram` reads Gram pairs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_schedule_mode_that_contradicts_the_loss_is_refused_before_training() {
+    // Consistent explicit modes (TINY: min for the hint stage, max for label stages) are kept.
+    let plan = Plan::build(&tiny()).unwrap();
+    assert!(!plan.steps.is_empty());
+    // `max` on the hint stage: the plan names the stage section and both modes.
+    let cfg = ExperimentConfig::from_toml(&TINY.replace(
+        r#"mode = "min", stop = "stage1""#,
+        r#"mode = "max", stop = "stage1""#,
+    ))
+    .unwrap();
+    let e = Plan::build(&cfg).unwrap_err().to_string();
+    assert!(e.contains("stage1]"), "{e}");
+    assert!(
+        e.contains(r#"schedule mode = "max" contradicts the loss, which is monitored by min"#),
+        "{e}"
+    );
+    // The same for `min` on a label stage.
+    let cfg = ExperimentConfig::from_toml(&TINY.replace(
+        r#"mode = "max", stop = "stage2""#,
+        r#"mode = "min", stop = "stage2""#,
+    ))
+    .unwrap();
+    let e = Plan::build(&cfg).unwrap_err().to_string();
+    assert!(e.contains("stage2]"), "{e}");
+    assert!(
+        e.contains(r#"schedule mode = "min" contradicts the loss, which is monitored by max"#),
+        "{e}"
+    );
+    // And in the teacher's recipe, which the config itself checks.
+    let e = ExperimentConfig::from_toml(&TINY.replacen(
+        r#"mode = "max", stop = "single_stage""#,
+        r#"mode = "min", stop = "single_stage""#,
+        1,
+    ))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("[teacher.recipe]") && e.contains(r#"mode = "min""#),
+        "{e}"
+    );
 }

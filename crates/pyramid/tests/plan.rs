@@ -102,10 +102,16 @@ fn pyramid_matches_c_against_d_and_trains_up_to_c() {
         assert_eq!(features(s), (c, d), "{at}");
         assert_eq!(s.trains, up_to(c), "{at}");
         assert_eq!(s.monitor, Monitor::Loss);
-        assert!(s.gram_pairs.is_empty(), "{at}: a hint stage taps no Gram pair");
+        assert!(
+            s.gram_pairs.is_empty(),
+            "{at}: a hint stage taps no Gram pair"
+        );
         label_stage_is_cross_entropy_on_everything(&step(&p, at).stages[1]);
     }
-    assert_eq!(step(&p, "forward/pyramid/SVGG17").teacher, Some(ModelRef::teacher()));
+    assert_eq!(
+        step(&p, "forward/pyramid/SVGG17").teacher,
+        Some(ModelRef::teacher())
+    );
     assert_eq!(
         step(&p, "forward/pyramid/SVGG11").teacher,
         Some(ModelRef("forward/pyramid/SVGG14".into()))
@@ -172,8 +178,12 @@ fn pyramid_gram_matches_the_single_pair_of_section_5_3() {
         assert!(s.features.is_none());
     }
     // No Gram pair where the head is compressed: no result, shown as "–".
-    assert!(p.step(&ModelRef("forward/pyramid-gram/SVGG17".into())).is_none());
-    assert!(p.step(&ModelRef("backward/pyramid-gram/SVGG5B".into())).is_none());
+    assert!(p
+        .step(&ModelRef("forward/pyramid-gram/SVGG17".into()))
+        .is_none());
+    assert!(p
+        .step(&ModelRef("backward/pyramid-gram/SVGG5B".into()))
+        .is_none());
     let chain = p
         .chains
         .iter()
@@ -223,15 +233,40 @@ fn fitnet_guides_the_section_6_layers_through_its_regressors() {
     // (guided tap, regressor, regressor params at paper width: METHOD §14 item 9)
     for (at, guided, regressor, params) in [
         ("forward/fitnet/SVGG17", "B4.conv4_1", "identity", 0),
-        ("forward/fitnet/SVGG14", "B3.conv3_3", "pool, conv(256→512, no ReLU)", 1_180_160),
-        ("forward/fitnet/SVGG11", "B3.conv3_2", "pool, conv(256→512, no ReLU)", 1_180_160),
-        ("forward/fitnet/SVGG8", "B2", "pool, conv(128→512, no ReLU)", 590_336),
-        ("forward/fitnet/SVGG5", "K3.conv", "pool, conv(256→512, no ReLU)", 1_180_160),
+        (
+            "forward/fitnet/SVGG14",
+            "B3.conv3_3",
+            "pool, conv(256→512, no ReLU)",
+            1_180_160,
+        ),
+        (
+            "forward/fitnet/SVGG11",
+            "B3.conv3_2",
+            "pool, conv(256→512, no ReLU)",
+            1_180_160,
+        ),
+        (
+            "forward/fitnet/SVGG8",
+            "B2",
+            "pool, conv(128→512, no ReLU)",
+            590_336,
+        ),
+        (
+            "forward/fitnet/SVGG5",
+            "K3.conv",
+            "pool, conv(256→512, no ReLU)",
+            1_180_160,
+        ),
         ("backward/fitnet/SVGG17B", "B4.conv4_3", "identity", 0),
         ("backward/fitnet/SVGG14B", "B4.conv4_4", "identity", 0),
         ("backward/fitnet/SVGG11B", "B5.conv5_3", "upsample×2", 0),
         ("backward/fitnet/SVGG8B", "K4.conv", "identity", 0),
-        ("backward/fitnet/SVGG5B", "K3", "conv(256→512, no ReLU)", 1_180_160),
+        (
+            "backward/fitnet/SVGG5B",
+            "K3",
+            "conv(256→512, no ReLU)",
+            1_180_160,
+        ),
     ] {
         let l = step(&p, at);
         assert_eq!(l.teacher, Some(ModelRef::teacher()), "{at}");
@@ -266,7 +301,11 @@ fn gram_direct_sums_a_pair_per_compressed_block_against_the_top_model() {
     let t2 = ("C11", "B2.conv2_2");
     let pair = |s1, s2, t: (&'static str, &'static str)| (s1, s2, t.0, t.1);
     for (at, pairs, deepest) in [
-        ("forward/gram-direct/SVGG14", vec![pair("B4", "K5.conv", t5)], "K5.conv"),
+        (
+            "forward/gram-direct/SVGG14",
+            vec![pair("B4", "K5.conv", t5)],
+            "K5.conv",
+        ),
         (
             "forward/gram-direct/SVGG11",
             vec![pair("K4", "K5.conv", t5), pair("B3", "K4.conv", t4)],
@@ -274,7 +313,11 @@ fn gram_direct_sums_a_pair_per_compressed_block_against_the_top_model() {
         ),
         (
             "forward/gram-direct/SVGG8",
-            vec![pair("K4", "K5.conv", t5), pair("K3", "K4.conv", t4), pair("B2", "K3.conv", t3)],
+            vec![
+                pair("K4", "K5.conv", t5),
+                pair("K3", "K4.conv", t4),
+                pair("B2", "K3.conv", t3),
+            ],
             "K5.conv",
         ),
         (
@@ -301,16 +344,28 @@ fn gram_direct_sums_a_pair_per_compressed_block_against_the_top_model() {
     for (at, pairs, deepest) in [
         ("backward/gram-direct/SVGG17B", vec![b17], "K12.conv"),
         ("backward/gram-direct/SVGG14B", vec![b17, b14], "K3.conv"),
-        ("backward/gram-direct/SVGG11B", vec![b17, b14, b11], "K4.conv"),
-        ("backward/gram-direct/SVGG8B", vec![b17, b14, b11, b8], "K5.conv"),
+        (
+            "backward/gram-direct/SVGG11B",
+            vec![b17, b14, b11],
+            "K4.conv",
+        ),
+        (
+            "backward/gram-direct/SVGG8B",
+            vec![b17, b14, b11, b8],
+            "K5.conv",
+        ),
     ] {
         let l = step(&p, at);
         assert_eq!(l.teacher, Some(ModelRef::teacher()), "{at}");
         assert_eq!(grams(stage1(&p, at)), pairs, "{at}");
         assert_eq!(stage1(&p, at).trains, up_to(deepest), "{at}");
     }
-    assert!(p.step(&ModelRef("forward/gram-direct/SVGG17".into())).is_none());
-    assert!(p.step(&ModelRef("backward/gram-direct/SVGG5B".into())).is_none());
+    assert!(p
+        .step(&ModelRef("forward/gram-direct/SVGG17".into()))
+        .is_none());
+    assert!(p
+        .step(&ModelRef("backward/gram-direct/SVGG5B".into()))
+        .is_none());
 }
 
 #[test]
@@ -423,7 +478,9 @@ loss = { kind = "gram" }
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("[forward/pyramid/SVGG17 stage1] loss `gram` reads Gram pairs, and SVGG17 has none"),
+        err.contains(
+            "[forward/pyramid/SVGG17 stage1] loss `gram` reads Gram pairs, and SVGG17 has none"
+        ),
         "{err}"
     );
     let err = ExperimentConfig::from_toml(
@@ -455,5 +512,8 @@ schedule = { kind = "plateau", stop = "stage1" }
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("[stage1] loss = `hint`: a stage's loss comes from its method"), "{err}");
+    assert!(
+        err.contains("[stage1] loss = `hint`: a stage's loss comes from its method"),
+        "{err}"
+    );
 }

@@ -67,12 +67,13 @@ loss = {{ kind = "cross_entropy" }}
 schedule = {{ kind = "plateau", mode = "max", stop = "single_stage", max_epochs = 1 }}
 
 [stage1]
-loss = {{ kind = "{stage1_loss}" }}
-schedule = {{ kind = "plateau", mode = "min", stop = "stage1", max_epochs = 1 }}
+schedule = {{ kind = "plateau", stop = "stage1", max_epochs = 1 }}
 
 [stage2]
-loss = {{ kind = "cross_entropy" }}
-schedule = {{ kind = "plateau", mode = "max", stop = "stage2", max_epochs = 1 }}
+schedule = {{ kind = "plateau", stop = "stage2", max_epochs = 1 }}
+
+[method.pyramid.stage1]
+loss = {{ kind = "{stage1_loss}" }}
 "#,
         out = out.display(),
         root = root.display(),
@@ -125,15 +126,24 @@ fn only_stage1_of_a_pyramid_level_sees_the_unlabeled_images() {
     make_stl10(t.path());
     let out = t.path().join("run");
     let cfg = ExperimentConfig::from_toml(&config(t.path(), &out, CHOSEN, "hint")).unwrap();
-    let plan = Plan::new(&cfg).to_text();
+    let plan = Plan::build(&cfg).unwrap().to_text();
+    let line = |prefix: &str| {
+        plan.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{plan}"))
+            .to_string()
+    };
+    let s1 = line("stage 1:");
     assert!(
-        plan.contains(&format!(
-            "stage 1: loss hint, trains up to and including FC1, on labelled train images + {CHOSEN} unlabeled"
-        )),
+        s1.starts_with("stage 1: loss hint, trains up to and including FC1;")
+            && s1.ends_with(&format!("; labelled + {CHOSEN} unlabeled images")),
         "{plan}"
     );
+    let s2 = line("stage 2:");
     assert!(
-        plan.contains("stage 2: loss cross_entropy, trains all, on labelled train images\n"),
+        s2.starts_with("stage 2: loss cross_entropy, trains all;")
+            && s2.ends_with("; labelled images"),
         "{plan}"
     );
 
@@ -163,13 +173,21 @@ fn only_stage1_of_a_pyramid_level_sees_the_unlabeled_images() {
 fn bad_stage1_unlabeled_configs_are_refused_with_the_field() {
     let t = tempfile::tempdir().unwrap();
     make_stl10(t.path());
-    let err = |text: String| ExperimentConfig::from_toml(&text).unwrap_err().to_string();
+    // Refused by the config, or else by its plan (before anything trains).
+    let err = |text: String| match ExperimentConfig::from_toml(&text) {
+        Err(e) => e.to_string(),
+        Ok(cfg) => match Plan::build(&cfg) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted:\n{text}"),
+        },
+    };
 
     let e = err(config(t.path(), t.path(), CHOSEN, "cross_entropy"));
     assert!(
-        e.contains("[stage1] loss `cross_entropy` uses labels"),
+        e.contains("[forward/pyramid/SVGG17 stage1] loss `cross_entropy` uses labels"),
         "{e}"
     );
+    assert!(e.contains("stage1_unlabeled = 12"), "{e}");
 
     let e = err(config(t.path(), t.path(), CHOSEN, "hint").replace("\"stl10\"", "\"embedded\""));
     assert!(
