@@ -107,23 +107,25 @@ impl StagePlan {
     pub fn uses_teacher(&self) -> bool {
         self.teacher_logits || !self.teacher_taps().is_empty()
     }
-    /// The student's tapped outputs (besides logits).
+    /// The student's tapped outputs (besides logits), each once.
     pub fn student_taps(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.features.iter().map(|f| f.student.clone()).collect();
-        for p in &self.gram_pairs {
-            t.extend([p.student.0.clone(), p.student.1.clone()]);
-        }
-        t.dedup();
-        t
+        unique(
+            self.features.iter().map(|f| f.student.clone()).chain(
+                self.gram_pairs
+                    .iter()
+                    .flat_map(|p| [p.student.0.clone(), p.student.1.clone()]),
+            ),
+        )
     }
-    /// The teacher's tapped outputs (besides logits).
+    /// The teacher's tapped outputs (besides logits), each once.
     pub fn teacher_taps(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.features.iter().map(|f| f.teacher.clone()).collect();
-        for p in &self.gram_pairs {
-            t.extend([p.teacher.0.clone(), p.teacher.1.clone()]);
-        }
-        t.dedup();
-        t
+        unique(
+            self.features.iter().map(|f| f.teacher.clone()).chain(
+                self.gram_pairs
+                    .iter()
+                    .flat_map(|p| [p.teacher.0.clone(), p.teacher.1.clone()]),
+            ),
+        )
     }
     /// One line for `--dry-run`.
     pub fn describe(&self) -> String {
@@ -174,6 +176,16 @@ impl StagePlan {
         ));
         s
     }
+}
+
+fn unique(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
 }
 
 struct Builder<'a> {
@@ -472,7 +484,14 @@ impl Builder<'_> {
         } else {
             Vec::new()
         };
-        if let (TrainSet::UpTo { tap }, Some(s)) = (&r.trains, &student_spec) {
+        // A distillation loss on the logits reaches every parameter, and trains them all
+        // (METHOD §7.4), whatever the method's own loss would have reached.
+        let trains = if r.kind == StageKind::Stage1 && reads.student.contains(&Output::Logits) {
+            TrainSet::All
+        } else {
+            r.trains.clone()
+        };
+        if let (TrainSet::UpTo { tap }, Some(s)) = (&trains, &student_spec) {
             if let Err(e) = s.params_up_to(tap) {
                 self.problems.push(format!("[{at}] trains: {e}"));
             }
@@ -499,7 +518,7 @@ impl Builder<'_> {
             loss: loss.clone(),
             reduction: loss.reduction(),
             monitor: loss.monitor(),
-            trains: r.trains.clone(),
+            trains,
             features,
             gram_pairs,
             student_logits: reads.student.contains(&Output::Logits),

@@ -26,6 +26,9 @@ pub struct StageData<'a> {
     pub test: Option<&'a Loader>,
 }
 
+/// Named parameter groups, as the optimiser takes them.
+type ParamGroups = Vec<(String, Vec<(String, Var)>)>;
+
 /// One stage of the plan, bound to its models.
 pub struct StageRun<'a> {
     /// For logs, e.g. "forward/pyramid/SVGG14 stage 1".
@@ -71,7 +74,7 @@ struct EvalResult {
 impl StageRun<'_> {
     /// The parameters the plan trains, grouped as `features`, `head` and `regressor` (the
     /// names an optimiser's `groups` overrides refer to).
-    fn trainable_params(&self) -> Result<Vec<(String, Vec<(String, Var)>)>, Error> {
+    fn trainable_params(&self) -> Result<ParamGroups, Error> {
         let params = match &self.plan.trains {
             TrainSet::All => self.student.params().to_vec(),
             TrainSet::UpTo { tap } => self.student.params_up_to(tap)?,

@@ -517,3 +517,34 @@ schedule = { kind = "plateau", stop = "stage1" }
         "{err}"
     );
 }
+
+#[test]
+fn a_logit_loss_in_stage_1_trains_every_parameter() {
+    // METHOD §7.4: matching logits reaches, and trains, the whole network, even when the
+    // method's own hint would stop at the compressed block.
+    let p = Plan::build(&config_with(
+        r#"methods = ["pyramid"]"#,
+        r#"
+[method.pyramid.stage1]
+loss = { kind = "logit_mse" }
+"#,
+    ))
+    .unwrap();
+    let s = stage1(&p, "forward/pyramid/SVGG11");
+    assert_eq!(s.loss, LossSpec::LogitMse);
+    assert_eq!(s.trains, TrainSet::All);
+    assert!(s.features.is_none(), "a logit loss taps no feature map");
+    // The label stage with `freeze_inherited` still stops at the compressed block (§13 B1).
+    let p = Plan::build(&config_with(
+        r#"methods = ["pyramid"]"#,
+        r#"
+[method.pyramid.stage2]
+freeze_inherited = true
+"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        step(&p, "forward/pyramid/SVGG11").stages[1].trains,
+        up_to("K4")
+    );
+}
