@@ -296,11 +296,8 @@ pub struct StageOverrides {
 
 impl StageOverrides {
     pub fn get(&self, kind: StageKind) -> Option<&StagePatch> {
-        match kind {
-            StageKind::Stage1 => self.stage1.as_ref(),
-            StageKind::Stage2 => self.stage2.as_ref(),
-            StageKind::Scratch => self.scratch.as_ref(),
-        }
+        kind.pick(&self.stage1, &self.stage2, &self.scratch)
+            .as_ref()
     }
 }
 
@@ -340,11 +337,8 @@ pub struct MethodSettings {
 
 impl MethodSettings {
     pub fn patch(&self, kind: StageKind) -> Option<&StagePatch> {
-        match kind {
-            StageKind::Stage1 => self.stage1.as_ref(),
-            StageKind::Stage2 => self.stage2.as_ref(),
-            StageKind::Scratch => self.scratch.as_ref(),
-        }
+        kind.pick(&self.stage1, &self.stage2, &self.scratch)
+            .as_ref()
     }
 }
 
@@ -478,12 +472,7 @@ impl ExperimentConfig {
     /// The stage config of `method` at `model`: the section of `kind`, patched by
     /// `[method.<name>.<kind>]`, then by `[overrides.<MODEL>.<kind>]`.
     pub fn stage_for(&self, method: &str, model: ModelId, kind: StageKind) -> StageConfig {
-        let base = match kind {
-            StageKind::Stage1 => &self.stage1,
-            StageKind::Stage2 => &self.stage2,
-            StageKind::Scratch => &self.scratch,
-        };
-        let mut s = base.clone();
+        let mut s = kind.pick(&self.stage1, &self.stage2, &self.scratch).clone();
         if let Some(p) = self.method.get(method).and_then(|m| m.patch(kind)) {
             s = s.patched(p);
         }
@@ -523,6 +512,14 @@ impl StageKind {
             StageKind::Stage1 => "stage1",
             StageKind::Stage2 => "stage2",
             StageKind::Scratch => "scratch",
+        }
+    }
+    /// The one of three per-kind values that belongs to this kind.
+    pub fn pick<'a, T>(self, stage1: &'a T, stage2: &'a T, scratch: &'a T) -> &'a T {
+        match self {
+            StageKind::Stage1 => stage1,
+            StageKind::Stage2 => stage2,
+            StageKind::Scratch => scratch,
         }
     }
     /// Stage number in logs and metrics (single stages count as label stages).

@@ -33,17 +33,7 @@ fn level(l: &Level) -> Option<LevelRecipe> {
             label.loss = kd;
             LevelRecipe {
                 init: l.inherit(teacher.clone()),
-                stages: vec![
-                    StageRecipe {
-                        kind: StageKind::Stage1,
-                        loss: LossSpec::Hint,
-                        trains: TrainSet::UpTo {
-                            tap: l.compressed().name().into(),
-                        },
-                        offers: l.pyramid_offers(teacher.model()),
-                    },
-                    label,
-                ],
+                stages: vec![l.inherited_stage1(LossSpec::Hint, teacher.model()), label],
                 teacher: Some(teacher),
             }
         }

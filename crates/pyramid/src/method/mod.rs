@@ -316,6 +316,19 @@ impl Level<'_> {
         }
     }
 
+    /// The distillation stage of a student that inherits from `teacher`: `loss` on what the
+    /// level offers (C against D, and its Gram pair), training up to C.
+    pub fn inherited_stage1(&self, loss: LossSpec, teacher: ModelId) -> StageRecipe {
+        StageRecipe {
+            kind: StageKind::Stage1,
+            loss,
+            trains: TrainSet::UpTo {
+                tap: self.compressed().name().into(),
+            },
+            offers: self.pyramid_offers(teacher),
+        }
+    }
+
     /// What a student inheriting from the previous level offers in its distillation stage:
     /// the C/D pair, and the level's Gram pair where one exists.
     pub fn pyramid_offers(&self, teacher: ModelId) -> Offers {

@@ -3,8 +3,7 @@
 
 use pyramid_losses::LossSpec;
 
-use super::{Level, LevelRecipe, Method, StageRecipe, TrainSet};
-use crate::config::StageKind;
+use super::{Level, LevelRecipe, Method};
 
 pub const METHOD: Method = Method {
     name: "pyramid",
@@ -19,14 +18,7 @@ fn level(l: &Level) -> Option<LevelRecipe> {
     Some(LevelRecipe {
         init: l.inherit(teacher.clone()),
         stages: vec![
-            StageRecipe {
-                kind: StageKind::Stage1,
-                loss: LossSpec::Hint,
-                trains: TrainSet::UpTo {
-                    tap: l.compressed().name().into(),
-                },
-                offers: l.pyramid_offers(teacher.model()),
-            },
+            l.inherited_stage1(LossSpec::Hint, teacher.model()),
             l.label_stage(),
         ],
         teacher: Some(teacher),

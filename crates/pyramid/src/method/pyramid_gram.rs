@@ -6,8 +6,7 @@
 use pyramid_losses::LossSpec;
 use pyramid_models::{ModelId, Scheme};
 
-use super::{Level, LevelRecipe, Method, StageRecipe, TrainSet};
-use crate::config::StageKind;
+use super::{Level, LevelRecipe, Method};
 
 pub const METHOD: Method = Method {
     name: "pyramid-gram",
@@ -28,14 +27,7 @@ fn level(l: &Level) -> Option<LevelRecipe> {
     Some(LevelRecipe {
         init: l.inherit(teacher.clone()),
         stages: vec![
-            StageRecipe {
-                kind: StageKind::Stage1,
-                loss: LossSpec::Gram,
-                trains: TrainSet::UpTo {
-                    tap: l.compressed().name().into(),
-                },
-                offers: l.pyramid_offers(teacher.model()),
-            },
+            l.inherited_stage1(LossSpec::Gram, teacher.model()),
             l.label_stage(),
         ],
         teacher: Some(teacher),
