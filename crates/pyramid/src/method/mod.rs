@@ -127,9 +127,12 @@ impl ModelRef {
             return ModelId::VGG19;
         }
         let mut parts = self.0.split('/');
-        let scheme: Scheme = parts.next().unwrap_or("").parse().unwrap_or_default();
-        let name = parts.nth(1).unwrap_or("");
-        ModelId::parse(name, scheme).unwrap_or(ModelId::VGG19)
+        let scheme = parts.next().and_then(|s| s.parse::<Scheme>().ok());
+        let name = parts.nth(1);
+        scheme
+            .zip(name)
+            .and_then(|(scheme, name)| ModelId::parse(name, scheme).ok())
+            .expect("level references are made by ModelRef::level from a valid model")
     }
 }
 
