@@ -164,7 +164,9 @@ impl StagePlan {
             ));
         }
         s.push_str(&format!(
-            "; monitors {}; {}",
+            "; {}, {}; monitors {}; {}",
+            self.optimizer.describe(),
+            self.schedule.describe(),
             match self.monitor {
                 Monitor::Loss => "loss (min)",
                 Monitor::Accuracy => "accuracy (max)",

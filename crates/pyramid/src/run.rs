@@ -231,14 +231,8 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     }
     let plan = Plan::build(&cfg)?;
     let device = crate::device_from_str(&cfg.device)?;
-    let out = cfg.out_dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| file_err(&out, e))?;
-    let resolved =
-        toml::to_string_pretty(&cfg).map_err(|e| file_err(&out.join("config.toml"), e))?;
-    write_atomic(out.join("config.toml"), resolved.as_bytes())?;
-    write_json_atomic(out.join("plan.json"), &plan)?;
-    tracing::info!("run directory {}", out.display());
-
+    // The data loads before anything is written: a bad data file leaves the run directory as
+    // it was.
     let data = ExperimentData::load(&cfg, &device)?;
     tracing::info!(
         "data {}: {} train / {} test images, {} classes",
@@ -247,6 +241,13 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         data.test_len,
         data.classes
     );
+    let out = cfg.out_dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| file_err(&out, e))?;
+    let resolved =
+        toml::to_string_pretty(&cfg).map_err(|e| file_err(&out.join("config.toml"), e))?;
+    write_atomic(out.join("config.toml"), resolved.as_bytes())?;
+    write_json_atomic(out.join("plan.json"), &plan)?;
+    tracing::info!("run directory {}", out.display());
     let ctx = Ctx {
         cfg: &cfg,
         data: &data,

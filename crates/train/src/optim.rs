@@ -710,6 +710,18 @@ impl OptimizerConfig {
         }
     }
 
+    /// A short description, e.g. `adam lr 0.001 wd 0.0005` (group overrides noted as `+groups`).
+    pub fn describe(&self) -> String {
+        let (lr, wd, groups) = self.base();
+        let kind = match self {
+            OptimizerConfig::Adam(_) => "adam",
+            OptimizerConfig::AdamW(_) => "adamw",
+            OptimizerConfig::Sgd(_) => "sgd",
+        };
+        let extra = if groups.is_empty() { "" } else { " +groups" };
+        format!("{kind} lr {lr} wd {wd}{extra}")
+    }
+
     /// Attaches lr / weight decay (config-wide or per-group override) to named parameter sets.
     pub fn param_groups(
         &self,

@@ -633,6 +633,27 @@ impl ScheduleConfig {
         Ok(())
     }
 
+    /// A short description, e.g. `plateau (stage1 stop), at most 4 epochs`.
+    pub fn describe(&self) -> String {
+        let kind = match self {
+            ScheduleConfig::Plateau(c) => format!(
+                "plateau ({} stop)",
+                serde_json::to_value(c.stop)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ),
+            ScheduleConfig::Step(_) => "step".into(),
+            ScheduleConfig::MultiStep(_) => "multi_step".into(),
+            ScheduleConfig::Cosine(_) => "cosine".into(),
+            ScheduleConfig::Constant(_) => "constant".into(),
+        };
+        match self.max_epochs() {
+            Some(n) => format!("{kind}, at most {n} epochs"),
+            None => kind,
+        }
+    }
+
     pub fn max_epochs(&self) -> Option<u64> {
         match self {
             ScheduleConfig::Plateau(c) => c.max_epochs,
