@@ -548,3 +548,36 @@ freeze_inherited = true
         up_to("K4")
     );
 }
+
+/// The whole `--dry-run` text of every method at paper width on STL10, pinned line for line.
+/// Each line was checked against the method's tables (docs/method.md; the paper's §3.4/§4.4
+/// parameter counts, §3.3/§4.3 matched outputs, §5.3 Gram pairs, §6 FitNet layers, §7). After
+/// an intended change, regenerate with `PYRAMID_BLESS=1 cargo test -p pyramid --test plan`
+/// and review the diff.
+#[test]
+fn the_printed_plan_of_every_method_is_pinned() {
+    let cfg = ExperimentConfig::from_toml(&format!(
+        r#"
+name = "all-methods"
+methods = {ALL}
+[data]
+dataset = "stl10"
+[teacher]
+source = "train"
+[teacher.recipe]
+schedule = {{ kind = "plateau", stop = "single_stage" }}
+"#
+    ))
+    .unwrap();
+    let text = Plan::build(&cfg).unwrap().to_text();
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dry-run-all-methods.txt");
+    if std::env::var_os("PYRAMID_BLESS").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap();
+    for (i, (got, want)) in text.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of {}", i + 1, golden.display());
+    }
+    assert_eq!(text.lines().count(), expected.lines().count());
+}
