@@ -195,3 +195,63 @@ fn every_method_runs_and_does_what_its_plan_says() {
         .unwrap();
     assert_eq!(svgg17.matches("| –").count(), 2, "{svgg17}");
 }
+
+/// Attention transfer and DKD run wherever their inputs exist: AT on the matched feature maps
+/// (with the hint kept at SVGG17, whose matched output is the logits), and CE + DKD as the
+/// label stage.
+#[test]
+fn attention_transfer_and_dkd_run_where_their_inputs_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = CONFIG
+        .replace(
+            r#"methods = ["scratch", "pyramid", "pyramid-gram", "pyramid-logits", "hinton", "fitnet", "gram-direct", "kd"]"#,
+            r#"methods = ["pyramid"]
+schemes = ["forward"]"#,
+        )
+        .replace("levels = [1, 2, 3, 4, 5]", "levels = [1, 2, 3]")
+        + r#"
+[method.pyramid.stage1]
+loss = { kind = "attention_transfer", beta = 1000.0 }
+[method.pyramid.stage2]
+loss = { kind = "sum", terms = [ { weight = 1.0, loss = { kind = "cross_entropy" } }, { weight = 1.0, loss = { kind = "dkd", alpha = 1.0, beta = 8.0, temperature = 4.0 } } ] }
+[overrides.SVGG17.stage1]
+loss = { kind = "hint" }
+"#;
+    let cfg = ExperimentConfig::from_toml(&toml).unwrap();
+    let results = pyramid::run_experiment(
+        &cfg,
+        &RunOptions {
+            out_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let losses: Vec<(String, Vec<String>)> = results
+        .levels
+        .iter()
+        .map(|l| {
+            (
+                l.model.clone(),
+                l.stages.iter().map(|s| s.loss.clone()).collect(),
+            )
+        })
+        .collect();
+    let ce_dkd = "1·cross_entropy + 1·dkd(α=1, β=8, T=4)".to_string();
+    assert_eq!(
+        losses,
+        vec![
+            (
+                "SVGG11".into(),
+                vec!["attention_transfer(β=1000)".into(), ce_dkd.clone()]
+            ),
+            (
+                "SVGG14".into(),
+                vec!["attention_transfer(β=1000)".into(), ce_dkd.clone()]
+            ),
+            ("SVGG17".into(), vec!["hint".into(), ce_dkd]),
+        ]
+    );
+    for l in &results.levels {
+        assert!(l.best_test_acc.is_finite() && l.stages[0].best_metric.is_finite());
+    }
+}
