@@ -240,15 +240,15 @@ loss = { kind = "hint" }
     assert_eq!(
         losses,
         vec![
-            (
-                "SVGG11".into(),
-                vec!["attention_transfer(β=1000)".into(), ce_dkd.clone()]
-            ),
+            ("SVGG17".into(), vec!["hint".into(), ce_dkd.clone()]),
             (
                 "SVGG14".into(),
                 vec!["attention_transfer(β=1000)".into(), ce_dkd.clone()]
             ),
-            ("SVGG17".into(), vec!["hint".into(), ce_dkd]),
+            (
+                "SVGG11".into(),
+                vec!["attention_transfer(β=1000)".into(), ce_dkd]
+            ),
         ]
     );
     for l in &results.levels {
