@@ -29,6 +29,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run (or resume) an experiment: teacher, then every level of every chain.
     Run(run::RunArgs),
+    /// Validate a config, its whole plan and its data, without training or writing anything.
+    Check(run::CheckArgs),
     /// Accuracy and loss of a checkpoint on a data set.
     Eval(run::EvalArgs),
     /// Data sets: fetch official archives, verify files on disk, show samples.
@@ -56,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args),
+        Command::Check(args) => run::check(args),
         Command::Eval(args) => run::eval(args),
         Command::Data(args) => data::run(args),
     }

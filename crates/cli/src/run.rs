@@ -1,4 +1,4 @@
-//! `pyramid run` and `pyramid eval`.
+//! `pyramid run`, `pyramid check` and `pyramid eval`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +51,37 @@ pub fn run(a: RunArgs) -> Result<()> {
         "report: {}\nresults: {}",
         out.join("report.md").display(),
         out.join("results.json").display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Experiment config (TOML).
+    config: PathBuf,
+    /// Data root (overrides the config and $PYRAMID_DATA).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Validates the config and its whole plan and loads the data, writing nothing.
+pub fn check(a: CheckArgs) -> Result<()> {
+    let mut cfg = ExperimentConfig::from_file(&a.config)?;
+    if let Some(d) = a.data_dir {
+        cfg.data.root = Some(d);
+    }
+    let plan = Plan::build(&cfg).with_context(|| format!("planning {}", a.config.display()))?;
+    let data = pyramid::data::ExperimentData::load(&cfg, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the data of {}", a.config.display()))?;
+    println!(
+        "{}: ok. {} levels to train ({} stages) in {} chains; {}: {} train / {} test images. Nothing was written.",
+        a.config.display(),
+        plan.steps.len(),
+        plan.steps.iter().map(|s| s.stages.len()).sum::<usize>(),
+        plan.chains.len(),
+        cfg.data.dataset,
+        data.train_len,
+        data.test_len
     );
     Ok(())
 }
