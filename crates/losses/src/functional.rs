@@ -95,7 +95,7 @@ fn dims4(op: &'static str, what: &'static str, t: &Tensor) -> Result<(usize, usi
 }
 
 /// Gram (FSP) matrix per METHOD.md §5.1: `f1 [B,m,h,w]`, `f2 [B,k,h',w']` → `[B,m,k]`,
-/// G[i,j] = Σ_{s,t} F1[i,s,t]·F2[j,s,t] / (h·w).
+/// `G[i,j] = Σ_{s,t} F1[i,s,t]·F2[j,s,t] / (h·w)`.
 ///
 /// If both h≠h' and w≠w', F2 is nearest-neighbour upsampled to h×w (integer factors only; ×2 in
 /// the pyramid, ×4 in the §7.9 experiment). Any other spatial mismatch is an error.

@@ -56,7 +56,7 @@ pub struct ModelId {
     pub scheme: Scheme,
 }
 
-/// The paper's depth label of each level ("SVGG<depth>").
+/// The paper's depth label of each level (`SVGG<depth>`).
 pub const LEVEL_DEPTHS: [usize; 6] = [19, 17, 14, 11, 8, 5];
 
 impl ModelId {
