@@ -46,6 +46,9 @@ pub struct ChainPlan {
     pub title: String,
     /// `(model name, the step that trains it)`; `None` where the method has no result.
     pub levels: Vec<(String, Option<ModelRef>)>,
+    /// Why a level has no result.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub absent: String,
 }
 
 /// One student level: what teaches it, where its weights start, and its stages.
@@ -222,6 +225,7 @@ impl Plan {
                     method: name.clone(),
                     title: info.title.into(),
                     levels,
+                    absent: info.absent.into(),
                 });
             }
         }
@@ -256,10 +260,7 @@ impl Plan {
             s.push_str(&format!("\n{} / {} ({}):\n", c.scheme, c.title, c.method));
             for (model, at) in &c.levels {
                 match at.as_ref().and_then(|a| self.step(a)) {
-                    None => s.push_str(&format!(
-                        "  {model:<8} – (no result: {} has no such level)\n",
-                        c.method
-                    )),
+                    None => s.push_str(&format!("  {model:<8} – (no result: {})\n", c.absent)),
                     Some(l) => s.push_str(&level_text(l)),
                 }
             }

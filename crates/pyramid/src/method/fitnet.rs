@@ -15,6 +15,7 @@ pub const METHOD: Method = Method {
         "VGG19 teaches; Scratch init, guided layer + regressor vs ReLU(conv4_2), then labels (§7.6)",
     settings: &[],
     level,
+    absent: "",
 };
 
 /// The teacher's hint: VGG19's ReLU(conv4_2) (module index 22).

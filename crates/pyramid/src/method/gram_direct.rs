@@ -16,6 +16,7 @@ pub const METHOD: Method = Method {
     summary: "top model teaches; Scratch init, a Gram pair per compressed block so far, then labels (§7.7)",
     settings: &[],
     level,
+    absent: "the head is the compressed block, and a Gram pair needs a conv block (§5.3)",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

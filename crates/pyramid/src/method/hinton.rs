@@ -13,6 +13,7 @@ pub const METHOD: Method = Method {
     summary: "VGG19 teaches; Scratch init, MSE_sum on logits, then labels (§7.5)",
     settings: &[],
     level,
+    absent: "",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

@@ -15,6 +15,7 @@ pub const METHOD: Method = Method {
     summary: "Hinton KD: (1−α)·CE + α·T²·KL against the previous level (or VGG19)",
     settings: &["teacher", "temperature", "alpha"],
     level,
+    absent: "",
 };
 
 /// Hinton et al.'s usual values.

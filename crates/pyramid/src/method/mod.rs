@@ -59,6 +59,8 @@ pub struct Method {
     pub settings: &'static [&'static str],
     /// The recipe of one level, or `None` where the method has no result (report: "–").
     pub level: fn(&Level) -> Option<LevelRecipe>,
+    /// Why a level can have no result, for `--dry-run` (empty when every level has one).
+    pub absent: &'static str,
 }
 
 impl Method {

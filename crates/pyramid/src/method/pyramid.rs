@@ -11,6 +11,7 @@ pub const METHOD: Method = Method {
     summary: "previous level teaches; hint C vs D up to C, then labels (§7.2)",
     settings: &[],
     level,
+    absent: "",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

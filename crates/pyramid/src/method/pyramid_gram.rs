@@ -14,6 +14,7 @@ pub const METHOD: Method = Method {
     summary: "previous level teaches; Gram pair of the new block (§5.3), then labels (§7.3)",
     settings: &[],
     level,
+    absent: "the head is the compressed block, and a Gram pair needs a conv block (§5.3)",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

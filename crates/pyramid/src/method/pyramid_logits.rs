@@ -12,6 +12,7 @@ pub const METHOD: Method = Method {
     summary: "previous level teaches; MSE_sum on logits, all parameters, then labels (§7.4)",
     settings: &[],
     level,
+    absent: "",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

@@ -12,6 +12,7 @@ pub const METHOD: Method = Method {
     summary: "built from VGG19, new layers random, cross entropy only (§7.1)",
     settings: &[],
     level,
+    absent: "",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {
