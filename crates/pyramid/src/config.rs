@@ -112,7 +112,7 @@ pub struct DataConfig {
     #[serde(default)]
     pub loader_threads: usize,
     /// STL10 only: add this many images of the unlabeled split (a seeded choice out of its
-    /// 100,000) to the training images of every pyramid stage 1. Stage 1 matches the teacher and
+    /// 100,000) to the training images of every distillation stage 1. Stage 1 matches the teacher and
     /// needs no labels, so this is free extra "dark knowledge"; the original never did it.
     /// Stage 2, Scratch and the teacher still train on the labelled images only. 0 = off.
     #[serde(default)]

@@ -83,7 +83,7 @@ pub struct Results {
     pub model_options: Option<pyramid_models::ModelOptions>,
     pub train_images: usize,
     pub test_images: usize,
-    /// Unlabeled images added to every pyramid stage 1 (`[data] stage1_unlabeled`).
+    /// Unlabeled images added to every distillation stage 1 (`[data] stage1_unlabeled`).
     #[serde(default)]
     pub stage1_unlabeled_images: usize,
     /// The configured methods, in config order (the report's first columns).
