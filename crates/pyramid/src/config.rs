@@ -531,8 +531,13 @@ impl StageKind {
     }
 }
 
-/// Checks a stage's loss, optimiser and schedule; returns the message of the first problem.
-pub(crate) fn check_stage(at: &str, s: &StageConfig, loss: &LossSpec) -> Result<(), String> {
+/// Checks a stage's loss, optimiser and schedule, and returns the schedule with its mode
+/// derived from the loss; or the message of the first problem.
+pub(crate) fn check_stage(
+    at: &str,
+    s: &StageConfig,
+    loss: &LossSpec,
+) -> Result<ScheduleConfig, String> {
     loss.validate().map_err(|e| format!("[{at}] loss: {e}"))?;
     s.optimizer
         .validate()
@@ -542,8 +547,7 @@ pub(crate) fn check_stage(at: &str, s: &StageConfig, loss: &LossSpec) -> Result<
         .map_err(|e| format!("[{at}] schedule: {e}"))?;
     s.schedule
         .with_mode(monitor_mode(loss))
-        .map_err(|e| format!("[{at}] loss `{}`: {e}", loss.name()))?;
-    Ok(())
+        .map_err(|e| format!("[{at}] loss `{}`: {e}", loss.name()))
 }
 
 /// The schedule mode a loss implies: its monitor's direction.

@@ -11,9 +11,7 @@ use pyramid_train::optim::OptimizerConfig;
 use pyramid_train::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    check_stage, monitor_mode, ExperimentConfig, StageConfig, StageKind, TeacherConfig,
-};
+use crate::config::{check_stage, ExperimentConfig, StageConfig, StageKind, TeacherConfig};
 use crate::method::{self, FeaturePair, GramPair, Init, Level, ModelRef, StageRecipe, TrainSet};
 use crate::Error;
 
@@ -426,9 +424,13 @@ impl Builder<'_> {
     ) -> Option<StagePlan> {
         let before = self.problems.len();
         let loss = &r.loss;
-        if let Err(e) = check_stage(at, &section, loss) {
-            self.problems.push(e);
-        }
+        let schedule = match check_stage(at, &section, loss) {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                self.problems.push(e);
+                None
+            }
+        };
         let reads = loss.reads();
         let options = self.options();
         let spec = |m: ModelId| ModelSpec::of(m, options.clone()).ok();
@@ -512,9 +514,7 @@ impl Builder<'_> {
             }
             _ => Images::Labelled,
         };
-        if self.problems.len() > before {
-            return None;
-        }
+        let schedule = schedule.filter(|_| self.problems.len() == before)?;
         Some(StagePlan {
             kind: r.kind,
             number: r.kind.number(),
@@ -529,10 +529,7 @@ impl Builder<'_> {
             labels: reads.labels,
             images,
             optimizer: section.optimizer.clone(),
-            schedule: section
-                .schedule
-                .with_mode(monitor_mode(loss))
-                .expect("checked by check_stage"),
+            schedule,
         })
     }
 }
