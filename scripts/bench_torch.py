@@ -4,7 +4,7 @@
 Runs ONE case in this process and prints its per-iteration timings as one JSON line on stdout,
 in the format of `pyramid-bench --single`:
 
-    /work/torchvenv/bin/python scripts/bench_torch.py --single vgg19/train/96/32/torch \
+    PYTHON scripts/bench_torch.py --single vgg19/train/96/32/torch \
         [--iters 3] [--threads 2] [--device cpu|cuda]
 
 Case = MODEL/KIND/SIZE/BATCH/BACKEND with MODEL vgg19 or svgg5, KIND train or infer.

@@ -2,7 +2,7 @@
 """PyTorch side of `pyramid-bench data` (crates/bench/src/data.rs, `cargo xtask bench data
 --torch PYTHON`): torchvision's input pipeline over the same fixture files.
 
-    /work/torchvenv/bin/python scripts/bench_torch_data.py --dataset stl10|cifar100 --dir D \
+    PYTHON scripts/bench_torch_data.py --dataset stl10|cifar100 --dir D \
         [--batches 80] [--warmup 8] [--runs 3] [--workers 2] [--batch-size 128] [--seed 1]
 
 Reads D/stl10_binary/train_{X,y}.bin or D/cifar-100-binary/train.bin with numpy exactly as

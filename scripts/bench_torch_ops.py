@@ -2,7 +2,7 @@
 """PyTorch reference for crates/ops/examples/opbench.rs: conv(3x3, pad 1)+bias+ReLU forward and
 backward, and 2x2 max-pool, at VGG19 96x96 layer shapes, on 2 threads.
 
-    /work/torchvenv/bin/python scripts/bench_torch_ops.py [--batch 32] [--reps 3] [--cpu]
+    PYTHON scripts/bench_torch_ops.py [--batch 32] [--reps 3] [--cpu]
 
 `--cpu` reports process CPU time / threads instead of wall time (as opbench's --cpu).
 """

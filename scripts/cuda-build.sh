@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the `pyramid` binary with candle's CUDA backend (`--features cuda`, then `cudnn`) on a
-# machine WITHOUT a GPU or a CUDA toolkit, following ../shared/docs/CUDA-BUILD.md:
+# machine WITHOUT a GPU or a CUDA toolkit (docs/cuda.md):
 # NVIDIA's CUDA 13.0 wheels from PyPI in a virtualenv, a link directory with unversioned .so names
-# and a stub libcuda.so (../shared/tools/mk-cuda-linkdir.sh), then cargo with CUDA_COMPUTE_CAP=90
+# and a stub libcuda.so (scripts/mk-cuda-linkdir.sh), then cargo with CUDA_COMPUTE_CAP=90
 # (sm_90a: H100/H200) into a separate target directory. Then checks that the binary starts with
 # the wheels' libraries on LD_LIBRARY_PATH and that asking for CUDA fails cleanly (the stub returns
 # CUDA_ERROR_STUB_LIBRARY: non-zero exit, an error message, no panic).
@@ -22,7 +22,6 @@
 set -euo pipefail
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$ROOT"
-SHARED=$ROOT/../shared
 W=${PYRAMID_CUDA_VENV:-$HOME/.cache/pyramid-cuda}
 FEATURES=${PYRAMID_CUDA_FEATURES:-cuda cudnn}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/cuda}
@@ -50,7 +49,7 @@ CUDNN_LIB=$SP/nvidia/cudnn/lib
 # 2. Link directory: unversioned .so names and the stub driver library (reads cudarc's sources).
 log "cargo fetch; link dir $W/cuda-link"
 cargo fetch --locked
-bash "$SHARED/tools/mk-cuda-linkdir.sh" "$CU" "$W/cuda-link" "$CUDNN_LIB"
+bash "$ROOT/scripts/mk-cuda-linkdir.sh" "$CU" "$W/cuda-link" "$CUDNN_LIB"
 
 # 3. Build environment (CUDA_ROOT makes cudarc search only the link dir; no GPU: arch is explicit).
 export PATH=$CU/bin:$PATH NVCC=$CU/bin/nvcc CUDA_HOME=$CU CUDA_ROOT=$W/cuda-link

@@ -15,7 +15,7 @@
 #    Logs (and bench.json) go to $OUT/gpu-check when $OUT is set (the device tool), else to
 #    target/gpu-check/results-DATE.
 #
-# Libraries needed at run time (binaries from ../shared/docs/CUDA-BUILD.md): libcuda.so.1 (driver),
+# Libraries needed at run time (see docs/cuda.md): libcuda.so.1 (driver),
 # libcudart.so.13, libcublas(Lt).so.13, libcurand.so.10, libnvrtc.so.13, libcudnn.so.9. Searched
 # in $PYRAMID_CUDA_LD (a colon-separated list), then in a python's nvidia/cu13 + nvidia/cudnn
 # wheels (e.g. a CUDA 13 PyTorch), then /usr/local/cuda*/lib64; the loader's defaults come last.

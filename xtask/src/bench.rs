@@ -3,7 +3,7 @@
 //! torchvision's DataLoader); the arguments pass through unchanged.
 //!
 //! `--device cuda` builds it with `--features cuda` (candle's CUDA backend; the toolchain
-//! environment of scripts/cuda-build.sh / ../shared/docs/CUDA-BUILD.md must be set) into a
+//! environment of scripts/cuda-build.sh / docs/cuda.md must be set) into a
 //! separate target directory (`target/cuda`, unless CARGO_TARGET_DIR is set), so the CPU build
 //! is not invalidated.
 

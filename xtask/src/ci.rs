@@ -1,5 +1,5 @@
 //! `cargo xtask ci [--cuda]`: the CI test command; `--cuda` also compiles the `cuda` and
-//! `cudnn` features with NVIDIA's PyPI wheels (../shared/docs/CUDA-BUILD.md). Not part of the
+//! `cudnn` features with NVIDIA's PyPI wheels (docs/cuda.md). Not part of the
 //! default CI: it needs a 2 GB virtualenv and about 15 minutes.
 
 use anyhow::{bail, Result};
