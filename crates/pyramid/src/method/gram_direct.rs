@@ -25,10 +25,11 @@ fn level(l: &Level) -> Option<LevelRecipe> {
         Scheme::Backward => ModelRef::teacher(),
     };
     // No pair where this level compresses the head: no result.
-    l.gram_pair(l.model.level, top.model())?;
-    let pairs: Vec<GramPair> = (1..=l.model.level)
+    let own = l.gram_pair(l.model.level, top.model())?;
+    let mut pairs: Vec<GramPair> = (1..l.model.level)
         .filter_map(|k| l.gram_pair(k, top.model()))
         .collect();
+    pairs.push(own);
     // The deepest student map in forward order bounds what stage 1 can reach.
     let order: Vec<String> = l
         .spec(l.model)
