@@ -8,9 +8,13 @@
 //! Work is split into *units*: either a group of `nb > 1` whole images (small feature maps,
 //! so that the gemm `N` dimension is large enough), or one image processed in row *chunks*
 //! (large feature maps, so that the im2col buffer of a chunk stays cache-sized). Units are
-//! distributed over rayon worker threads (dynamic scheduling through an atomic counter); each
-//! thread keeps its scratch buffers in thread-local storage. When there are fewer units than
-//! threads, units run one after the other and gemm itself is parallelised instead.
+//! spread over rayon worker threads ([`run_units`]); each thread keeps its scratch buffers in
+//! thread-local storage.
+//!
+//! Results are bit-identical whatever the thread count: the units depend on the geometry only
+//! (a gemm's rounding depends on its shape), sums over units go through a fixed number of
+//! per-group partial accumulators added in group order, and gemm's own parallelism splits the
+//! destination, never the reduction (checked by `tests/threads.rs`).
 
 use gemm::Parallelism;
 use std::cell::RefCell;
@@ -20,6 +24,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static TILE_BYTES: AtomicUsize = AtomicUsize::new(2 << 20);
 /// Minimum number of gemm columns per unit for small feature maps.
 static MIN_COLS: AtomicUsize = AtomicUsize::new(256);
+/// Small feature maps are grouped into at least this many units (when there are that many
+/// images), so that threads get work; more would shrink the gemms (and with them the speed).
+const MIN_UNITS: usize = 4;
+/// Partial sums of a weight gradient: groups of units, each with its own weight-sized
+/// accumulator, added in group order at the end. Their number is fixed by the geometry, not
+/// the thread count, so that the sum does not depend on it: up to `ACC_GROUPS` (enough to
+/// balance 2, 4 and 8 threads) within `ACC_BYTES` of accumulators, but at least 2.
+pub(crate) const ACC_GROUPS: usize = 8;
+/// Memory budget of the partial weight-gradient accumulators of one op: beyond it, each one
+/// costs more in page faults and additions than the parallelism it buys (with fewer groups
+/// than threads, gemm itself runs on several threads).
+const ACC_BYTES: usize = 16 << 20;
+
+/// Partial-sum groups for weight-gradient accumulators of `floats` floats (see [`ACC_GROUPS`]).
+pub(crate) fn acc_groups(floats: usize) -> usize {
+    (ACC_BYTES / (4 * floats).max(1)).clamp(2, ACC_GROUPS)
+}
 
 /// Benchmark knob: target bytes of an im2col chunk and minimum gemm columns per unit.
 #[doc(hidden)]
@@ -114,7 +135,8 @@ struct Plan {
     nunits: usize,
 }
 
-fn plan(g: &Geom, nthreads: usize) -> Plan {
+/// The units of a convolution: a function of the geometry (and the tiling knobs) only.
+fn plan(g: &Geom) -> Plan {
     let p = g.npix().max(1);
     let tile_cols = (TILE_BYTES.load(Ordering::Relaxed) / (4 * g.kk().max(1))).max(g.wo.max(1));
     let min_cols = MIN_COLS.load(Ordering::Relaxed);
@@ -129,17 +151,11 @@ fn plan(g: &Geom, nthreads: usize) -> Plan {
             nunits: g.b,
         }
     } else {
-        // Group images so that the gemm has at least `min_cols` columns, but keep enough
-        // units to feed all threads (and a multiple of the thread count when possible).
-        let mut nb = min_cols.div_ceil(p).min(g.b).max(1);
-        let per_thread = g.b.div_ceil(nthreads).max(1);
-        nb = nb.min(per_thread);
-        let mut nunits = g.b.div_ceil(nb);
-        if nunits > nthreads && !nunits.is_multiple_of(nthreads) {
-            let target = nunits.div_ceil(nthreads) * nthreads;
-            nb = g.b.div_ceil(target).max(1);
-            nunits = g.b.div_ceil(nb);
-        }
+        // Group images so that the gemm has at least `min_cols` columns, but keep at least
+        // MIN_UNITS units to feed the threads; then even out the group sizes.
+        let nb = min_cols.div_ceil(p).min(g.b.div_ceil(MIN_UNITS)).max(1);
+        let nb = g.b.div_ceil(g.b.div_ceil(nb)).max(1);
+        let nunits = g.b.div_ceil(nb);
         Plan {
             nb,
             rows: g.ho,
@@ -180,6 +196,16 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers, moved out of the thread-local for the call: a
+/// multi-threaded gemm inside `f` may run another unit on this thread while it waits, which
+/// then gets fresh buffers instead of a second borrow.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut sc = SCRATCH.take();
+    let r = f(&mut sc);
+    SCRATCH.set(sc);
+    r
 }
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, or `dst += lhs · rhs` with `accumulate`, in f32. `dst` has
@@ -246,67 +272,66 @@ pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// Runs `f(unit_index, parallelism_for_gemm)` for every unit, either spread over threads
-/// (returning one accumulator per worker) or sequentially with a parallel gemm.
+/// Runs `f(acc, unit, parallelism_for_gemm)` on units `0..nunits`, split into
+/// `min(ngroups, nunits)` groups of consecutive units: each group starts from `init()` and
+/// folds its units in order into its accumulator. Returns the accumulators in group order.
+///
+/// The groups depend on the arguments only, never on the thread count, so whatever runs where,
+/// each accumulator holds the same sum and the caller adds them in a fixed order. Groups are
+/// taken by threads dynamically; with fewer groups than threads, gemm is multi-threaded too
+/// (it splits the destination, not the reduction, so the bits do not change).
 pub(crate) fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + Sync>(
     nunits: usize,
+    ngroups: usize,
     init: I,
     f: F,
 ) -> Vec<A> {
+    use rayon::prelude::*;
+    if nunits == 0 {
+        return Vec::new();
+    }
+    let ng = ngroups.clamp(1, nunits);
     let nt = rayon::current_num_threads().max(1);
-    if nt == 1 || nunits < nt {
-        let par = if nt == 1 {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(nt)
-        };
-        let mut acc = init();
-        for i in 0..nunits {
-            f(&mut acc, i, par);
-        }
-        vec![acc]
+    let par = if nt > ng {
+        Parallelism::Rayon(nt.div_ceil(ng))
     } else {
-        // Static partition: worker k always gets the same contiguous units, so each
-        // accumulator sums the same terms in the same order whatever thread runs it. (A shared
-        // work counter balanced load slightly better but made weight gradients depend on
-        // scheduling, breaking "same seed, same numbers".)
-        let workers = nt.min(nunits);
-        let per = nunits.div_ceil(workers);
-        let mut accs: Vec<Option<A>> = (0..workers).map(|_| None).collect();
-        rayon::scope(|s| {
-            for (k, slot) in accs.iter_mut().enumerate() {
-                let init = &init;
-                let f = &f;
-                s.spawn(move |_| {
-                    let mut acc = init();
-                    for i in k * per..((k + 1) * per).min(nunits) {
-                        f(&mut acc, i, Parallelism::None);
-                    }
-                    *slot = Some(acc);
-                });
-            }
-        });
-        accs.into_iter().flatten().collect()
+        Parallelism::None
+    };
+    let group = |gi: usize| {
+        let mut acc = init();
+        for u in gi * nunits / ng..(gi + 1) * nunits / ng {
+            f(&mut acc, u, par);
+        }
+        acc
+    };
+    if ng == 1 || nt == 1 {
+        (0..ng).map(group).collect()
+    } else {
+        (0..ng).into_par_iter().with_max_len(1).map(group).collect()
     }
 }
 
-/// Sums per-worker accumulators in worker order, so that the result does not depend on
-/// scheduling. `None` marks a worker that ran no unit; with no accumulator at all the sum is `n`
-/// zeros.
+/// Sums accumulators in the given (group) order: element `i` is `((a0[i] + a1[i]) + a2[i]) …`
+/// whatever the thread count. `None` marks a group that wrote nothing; with no accumulator at
+/// all the sum is `n` zeros.
 pub(crate) fn sum_accumulators(
-    per_worker: impl IntoIterator<Item = Option<Vec<f32>>>,
+    parts: impl IntoIterator<Item = Option<Vec<f32>>>,
     n: usize,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut it = per_worker.into_iter().flatten();
+    const CH: usize = 1 << 14;
+    let mut it = parts.into_iter().flatten();
     let Some(mut sum) = it.next() else {
         return vec![0.0; n];
     };
-    for a in it {
-        sum.par_chunks_mut(1 << 14)
-            .zip(a.par_chunks(1 << 14))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += *s));
-    }
+    let rest: Vec<Vec<f32>> = it.collect();
+    // One pass, a cache-sized chunk of the sum at a time through every part.
+    sum.par_chunks_mut(CH).enumerate().for_each(|(ci, d)| {
+        for a in &rest {
+            let s = &a[ci * CH..ci * CH + d.len()];
+            d.iter_mut().zip(s).for_each(|(d, s)| *d += *s);
+        }
+    });
     sum
 }
 
@@ -507,17 +532,17 @@ pub(crate) fn conv_fwd(
     if y.is_empty() {
         return y;
     }
-    let nt = rayon::current_num_threads().max(1);
-    let pl = plan(g, nt);
+    let pl = plan(g);
     let yp = SendPtr(y.as_mut_ptr());
     let (kk, o, np) = (g.kk(), g.o, g.npix());
+    // Units write disjoint outputs: every unit its own group.
     run_units(
+        pl.nunits,
         pl.nunits,
         || (),
         |_, ui, par| {
             let u = pl.unit(g, ui);
-            SCRATCH.with(|sc| {
-                let sc = &mut *sc.borrow_mut();
+            with_scratch(|sc| {
                 for (oh0, oh1) in chunks(g, &pl) {
                     let seg = (oh1 - oh0) * g.wo;
                     let n = u.nb * seg;
@@ -689,11 +714,17 @@ pub(crate) fn conv_bwd(
         gx = Some(vec![0.0f32; g.b * g.in_img()]);
     }
     let gxp = SendPtr(gx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
-    let nt = rayon::current_num_threads().max(1);
-    let pl = plan(g, nt);
+    let pl = plan(g);
     let any = need_w || need_b || col2im_x;
+    // A fixed number of weight-gradient partial sums (bias ones are tiny: one per unit).
+    let ngroups = if need_w {
+        acc_groups(o * kk)
+    } else {
+        pl.nunits
+    };
     let mut accs = run_units(
         if g.b * np == 0 || !any { 0 } else { pl.nunits },
+        ngroups,
         || {
             (
                 // Written by the first gemm (`read_dst = false` until `gw_init`).
@@ -709,8 +740,7 @@ pub(crate) fn conv_bwd(
         |acc, ui, par| {
             let u = pl.unit(g, ui);
             let (gw_acc, gb_acc, gw_init) = acc;
-            SCRATCH.with(|sc| {
-                let sc = &mut *sc.borrow_mut();
+            with_scratch(|sc| {
                 for (oh0, oh1) in chunks(g, &pl) {
                     let seg = (oh1 - oh0) * g.wo;
                     let n = u.nb * seg;
@@ -790,10 +820,10 @@ pub(crate) fn conv_bwd(
         },
     );
     let gw = need_w.then(|| {
-        let per_worker = accs
+        let parts = accs
             .iter_mut()
             .map(|a| a.2.then(|| std::mem::take(&mut a.0)));
-        sum_accumulators(per_worker, o * kk)
+        sum_accumulators(parts, o * kk)
     });
     let gb = need_b.then(|| {
         let mut out = vec![0.0f64; o];

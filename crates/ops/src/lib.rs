@@ -15,8 +15,14 @@
 //!   padded explicitly first, because candle 0.11.1's conv2d backward gets the input-gradient
 //!   width wrong in that case.)
 //!
-//! Memory: each rayon thread keeps its im2col scratch (up to a few MB) and the fused-ReLU
-//! backward keeps one activation-sized buffer for the masked output gradient between calls.
+//! Memory: each rayon thread keeps its im2col scratch (up to a few MB), the fused-ReLU
+//! backward keeps one activation-sized buffer for the masked output gradient between calls, and
+//! the Winograd weight gradient of layers beyond 128×256 channels keeps the transforms of 8
+//! blocks (about 32 MB).
+//!
+//! Results do not depend on the number of rayon threads: forward and backward give the same
+//! bits on any pool (`tests/threads.rs`), so `RAYON_NUM_THREADS` changes the speed of a
+//! training run, not its numbers.
 //!
 //! **Note on candle's max-pool backward (candle 0.11.1):** its gradient is wrong: each maximum
 //! receives `grad * (number of maxima in the window) / 4` (so `grad / 4` for a unique maximum),

@@ -9,9 +9,10 @@
 //! `[O, tiles] × [tiles, C]`), then `dW = Gᵀ dU G`.
 //!
 //! Work is split into blocks of whole tile rows (one image, one row of 2×2 output tiles each),
-//! so that the transforms run along contiguous rows and vectorise. Blocks are spread statically
-//! over rayon threads (the weight gradient keeps one accumulator per worker, summed in worker
-//! order: the result does not depend on scheduling).
+//! so that the transforms run along contiguous rows and vectorise. Blocks are spread over rayon
+//! threads. The block plan depends on the geometry only, and the weight gradient sums over
+//! blocks in an order fixed by the geometry (see [`conv_grad_w`]), so the results are the same
+//! bits whatever the thread count.
 //!
 //! The transforms run on 16 tiles at a time: AVX-512 intrinsics where the CPU has them
 //! (contiguous loads and stores along wide rows, gathers and scatters across narrow ones),
@@ -20,7 +21,10 @@
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
 
-use crate::conv::{alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, Geom, SendPtr};
+use crate::conv::{
+    acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, Geom, SendPtr,
+    ACC_GROUPS,
+};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{avx512, first_lanes, perm};
 use gemm::Parallelism;
@@ -122,11 +126,17 @@ impl Tiles {
         let per_tile = 16 * (g.c + g.o);
         let target_tiles = (BLOCK_FLOATS.load(Ordering::Relaxed) / per_tile).max(1);
         let mut rows = (target_tiles / tw).clamp(1, total_rows);
-        // Enough blocks for every thread, in a multiple of the thread count when that is cheap.
-        let nt = rayon::current_num_threads().max(1);
+        // Round the block count up so that threads get equal shares: to a multiple of 8 (for
+        // 2, 4 and 8 threads) when that adds at most a quarter more blocks, else to an even
+        // number (each block costs a repacking of the kernels, dear on small maps with many
+        // channels). Not by the thread count: the blocks fix each gemm's shape and with it
+        // the rounding.
         let nblocks = total_rows.div_ceil(rows);
-        if total_rows >= nt {
-            let balanced = nblocks.div_ceil(nt) * nt;
+        let balanced = match nblocks.div_ceil(8) * 8 {
+            n8 if 4 * n8 <= 5 * nblocks => n8,
+            _ => nblocks.div_ceil(2) * 2,
+        };
+        if balanced <= total_rows {
             rows = total_rows.div_ceil(balanced);
         }
         Self {
@@ -219,6 +229,15 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers, moved out for the call (see
+/// `conv::with_scratch`: a multi-threaded gemm may run another block on this thread).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut sc = SCRATCH.take();
+    let r = f(&mut sc);
+    SCRATCH.set(sc);
+    r
 }
 
 /// `dst[..n] = src[..n]` for `n ≤ LANES`, as one fixed-size (vector) copy when `n == LANES`.
@@ -1141,15 +1160,29 @@ fn block_buffers<'a>(
     r1: usize,
 ) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a Addr) {
     let t_n = (r1 - r0) * tl.tw;
+    let v = grow(&mut sc.v, 16 * g.c * t_n);
+    let (even, odd, addr) = block_planes(&mut sc.even, &mut sc.odd, &mut sc.addr, g, tl, r0, r1);
+    (v, even, odd, addr)
+}
+
+/// The zeroed even / odd planes and the addresses of a block (see [`block_buffers`]).
+fn block_planes<'a>(
+    even: &'a mut Vec<f32>,
+    odd: &'a mut Vec<f32>,
+    addr: &'a mut Addr,
+    g: &Geom,
+    tl: &Tiles,
+    r0: usize,
+    r1: usize,
+) -> (&'a mut [f32], &'a mut [f32], &'a Addr) {
     let nseg = segments(tl, r0, r1).count();
     let planes = nseg * (2 * tl.th + 2) * even_odd_width(tl);
-    let v = grow(&mut sc.v, 16 * g.c * t_n);
-    let even = grow(&mut sc.even, planes);
+    let even = grow(even, planes);
     even.fill(0.0);
-    let odd = grow(&mut sc.odd, planes);
+    let odd = grow(odd, planes);
     odd.fill(0.0);
-    sc.addr.fill(g, tl, r0, r1);
-    (v, even, odd, &sc.addr)
+    addr.fill(g, tl, r0, r1);
+    (even, odd, addr)
 }
 
 /// Forward convolution (+ optional bias, optional ReLU) of a 3×3 stride-1 layer.
@@ -1183,14 +1216,15 @@ fn conv_fwd_transformed(
     let mut y = alloc_overwritten(g.b * g.o * g.ho * g.wo);
     let tl = Tiles::new(g);
     let yp = SendPtr(y.as_mut_ptr());
+    // Blocks write disjoint outputs: every block its own group.
     run_units(
+        tl.nblocks,
         tl.nblocks,
         || (),
         |_, bi, par| {
             let (r0, r1) = tl.block(g, bi);
             let t_n = (r1 - r0) * tl.tw;
-            SCRATCH.with(|sc| {
-                let sc = &mut *sc.borrow_mut();
+            with_scratch(|sc| {
                 let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
                 transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
@@ -1203,23 +1237,37 @@ fn conv_fwd_transformed(
 }
 
 /// Weight gradient `[O, C, 3, 3]` of a 3×3 stride-1 layer, given the (already ReLU-masked)
-/// output gradient `gy`.
+/// output gradient `gy`: `dU[ξ] = Σ_blocks dM[ξ] · V[ξ]ᵀ`, then `dW = Gᵀ dU G`.
+///
+/// Where `ACC_GROUPS` copies of `dU` fit the partial-sum budget (up to 128×256 channels),
+/// groups of consecutive blocks sum into their own copy, each block's products right after its
+/// transforms (while they are in cache), and the copies are added in group order. Larger `dU`s
+/// (16 MB on a 512→512 layer) are summed in place instead, see [`grad_u_in_place`].
 pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
-    let (o, c) = (g.o, g.c);
     let tl = Tiles::new(g);
+    let du = if acc_groups(16 * g.o * g.c) == ACC_GROUPS {
+        grad_u_grouped(g, &tl, x, gy)
+    } else {
+        grad_u_in_place(g, &tl, x, gy)
+    };
+    inverse_transform_weight_grad(g, &du)
+}
+
+fn grad_u_grouped(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    let (o, c) = (g.o, g.c);
     let accs = run_units(
         tl.nblocks,
-        // Written by the first block's gemms (`read_dst = started`).
+        ACC_GROUPS,
+        // Written by the group's first block's gemms (`read_dst = started`).
         || (alloc_overwritten(16 * o * c), false),
         |(du, started), bi, par| {
             let (r0, r1) = tl.block(g, bi);
             let t_n = (r1 - r0) * tl.tw;
-            SCRATCH.with(|sc| {
-                let sc = &mut *sc.borrow_mut();
-                let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
-                transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
+            with_scratch(|sc| {
+                let (v, even, odd, addr) = block_buffers(sc, g, tl, r0, r1);
+                transform_input(g, tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * o * t_n);
-                transform_output_grad(g, &tl, &sc.addr, gy, t_n, m);
+                transform_output_grad(g, tl, &sc.addr, gy, t_n, m);
                 // dU[ξ] (O×C) += dM[ξ] (O×T) · V[ξ]ᵀ (T×C)
                 for xi in 0..16 {
                     // SAFETY: the matrices lie inside their slices with the given strides.
@@ -1243,7 +1291,92 @@ pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
             });
         },
     );
-    let per_worker = accs.into_iter().map(|(du, started)| started.then_some(du));
-    let du = sum_accumulators(per_worker, 16 * o * c);
-    inverse_transform_weight_grad(g, &du)
+    let parts = accs.into_iter().map(|(du, started)| started.then_some(du));
+    sum_accumulators(parts, 16 * o * c)
+}
+
+/// Blocks whose transforms [`grad_u_in_place`] holds at once.
+const GW_BLOCKS: usize = 8;
+/// Rows of `dU[ξ]` per weight-gradient product task.
+const GW_ROWS: usize = 256;
+/// The weight gradient's transform buffers, kept between calls (up to `GW_BLOCKS` blocks of
+/// about `BLOCK_FLOATS` each): fresh ones would be page-faulted in on every call.
+static GW_BUF: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
+/// `dU` summed over blocks in block order into one buffer, `GW_BLOCKS` blocks at a time: first
+/// their transforms, one block per task, then the products, one task per (ξ, `GW_ROWS` rows of
+/// `dU[ξ]`) running through the blocks in order. No copies of `dU` to allocate and add up, and
+/// each product task keeps its rows of `dU` in cache across the blocks.
+fn grad_u_in_place(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (o, c) = (g.o, g.c);
+    // Per-block strides of the V and dM regions.
+    let t_max = tl.rows * tl.tw;
+    let (vs, ms) = (16 * c * t_max, 16 * o * t_max);
+    let mut fresh = Vec::new();
+    let mut guard: Option<std::sync::MutexGuard<'_, Vec<f32>>> = None;
+    let buf: &mut Vec<f32> = match GW_BUF.try_lock() {
+        Ok(gd) => guard.insert(gd),
+        Err(_) => &mut fresh, // concurrent call: a private buffer
+    };
+    let nb = GW_BLOCKS.min(tl.nblocks);
+    let (vbuf, mbuf) = grow(buf, nb * (vs + ms)).split_at_mut(nb * vs);
+    // Written by the first block's products (`read_dst` from then on).
+    let mut du = alloc_overwritten(16 * o * c);
+    let dup = SendPtr(du.as_mut_ptr());
+    let row_tasks = o.div_ceil(GW_ROWS);
+    for first in (0..tl.nblocks).step_by(GW_BLOCKS) {
+        let n = GW_BLOCKS.min(tl.nblocks - first);
+        let tiles = |j: usize| {
+            let (r0, r1) = tl.block(g, first + j);
+            (r0, r1, (r1 - r0) * tl.tw)
+        };
+        vbuf[..n * vs]
+            .par_chunks_mut(vs)
+            .zip(mbuf[..n * ms].par_chunks_mut(ms))
+            .enumerate()
+            .with_max_len(1)
+            .for_each(|(j, (v, m))| {
+                let (r0, r1, t_n) = tiles(j);
+                with_scratch(|sc| {
+                    let (even, odd, addr) =
+                        block_planes(&mut sc.even, &mut sc.odd, &mut sc.addr, g, tl, r0, r1);
+                    transform_input(g, tl, addr, x, r0, r1, v, even, odd);
+                    transform_output_grad(g, tl, addr, gy, t_n, m);
+                });
+            });
+        let (vbuf, mbuf) = (&*vbuf, &*mbuf);
+        (0..16 * row_tasks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|task| {
+                let (xi, o0) = (task / row_tasks, task % row_tasks * GW_ROWS);
+                let rows = GW_ROWS.min(o - o0);
+                for j in 0..n {
+                    let t_n = tiles(j).2;
+                    let m = &mbuf[j * ms + (xi * o + o0) * t_n..];
+                    let v = &vbuf[j * vs + xi * c * t_n..];
+                    // dU[ξ] rows (rows×C) += dM[ξ] rows (rows×T) · V[ξ]ᵀ (T×C)
+                    // SAFETY: the matrices lie inside their slices with the given strides;
+                    // these rows of dU[ξ] are this task's alone.
+                    unsafe {
+                        gemm_f32(
+                            rows,
+                            c,
+                            t_n,
+                            dup.get().add((xi * o + o0) * c),
+                            c,
+                            first + j > 0,
+                            m.as_ptr(),
+                            (1, t_n),
+                            v.as_ptr(),
+                            (t_n, 1),
+                            Parallelism::None,
+                        );
+                    }
+                }
+            });
+    }
+    drop(guard);
+    du
 }

@@ -66,6 +66,8 @@ fn vgg_like_layers() {
             (8, 24, 34, 47, 0, false),
             (16, 8, 20, 64, 2, true),
             (4, 4, 5, 97, 1, false),
+            // Beyond 128×256 channels the weight gradient is summed in place.
+            (256, 256, 6, 6, 1, true),
         ] {
             let case = Case {
                 b: 3,
