@@ -1,6 +1,7 @@
 //! `pyramid run`, `pyramid check` and `pyramid eval`.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -8,6 +9,7 @@ use clap::Args;
 use pyramid::{report, ExperimentConfig, Plan, RunOptions};
 use pyramid_datasets::{Channels, DatasetKind, Loader, LoaderConfig, Split};
 use pyramid_models::Model;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -28,6 +30,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Redo the models of the run directory that were trained with another config (their
+    /// fingerprint differs) instead of refusing to run.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -37,15 +43,36 @@ pub fn run(a: RunArgs) -> Result<()> {
         print!("{}", plan.to_text());
         return Ok(());
     }
+    // SIGINT / SIGTERM stop the run after its current batch; a second one ends it at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&interrupt))?;
+        signal_hook::flag::register(sig, Arc::clone(&interrupt))?;
+    }
     let opts = RunOptions {
-        out_dir: a.out,
+        out_dir: a.out.clone(),
         device: a.device,
         data_dir: a.data_dir,
         show_progress: !a.no_progress,
+        force: a.force,
+        interrupt: Some(interrupt),
     };
     let out = opts.out_dir.clone().unwrap_or_else(|| cfg.out_dir.clone());
-    let results = pyramid::run_experiment(&cfg, &opts)
-        .with_context(|| format!("running {}", a.config.display()))?;
+    let results = match pyramid::run_experiment(&cfg, &opts) {
+        Err(pyramid::Error::Interrupted) => {
+            eprintln!(
+                "interrupted: every completed epoch is saved in {}.\nResume with: pyramid run {}{}",
+                out.display(),
+                a.config.display(),
+                a.out
+                    .as_ref()
+                    .map(|o| format!(" --out {}", o.display()))
+                    .unwrap_or_default()
+            );
+            std::process::exit(130);
+        }
+        r => r.with_context(|| format!("running {}", a.config.display()))?,
+    };
     println!("{}", report::terminal_table(&results));
     println!(
         "report: {}\nresults: {}",

@@ -71,7 +71,8 @@ impl Model {
         );
         meta.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| file_err(path, e))?;
-        write_atomic(path, &bytes)
+        // Sorted metadata: identical models give byte-identical files.
+        write_atomic(path, &pyramid_fsio::canonical_safetensors(bytes))
     }
 
     /// Rebuilds a model from a file written by `save`. Every parameter of the model must be

@@ -59,6 +59,27 @@ pub struct ExperimentConfig {
     /// (the per-script overrides of the original, METHOD.md §9.2).
     #[serde(default)]
     pub overrides: BTreeMap<String, StageOverrides>,
+    /// How the run treats what it finds.
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// `[run]`: policies of the runner.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// A stage whose monitored metric never moves, or a teacher at chance level after
+    /// training: `warn` (log it and mark it in the report) or `error` (stop the run).
+    #[serde(default)]
+    pub on_degenerate: OnDegenerate,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDegenerate {
+    #[default]
+    Warn,
+    Error,
 }
 
 fn default_name() -> String {
@@ -457,6 +478,14 @@ impl ExperimentConfig {
                 check_stage("teacher.recipe", recipe, &loss).map_err(Self::invalid)?;
             }
             TeacherConfig::Load { .. } => {}
+        }
+        if self.data.dataset == DatasetKind::Embedded {
+            if let Some(root) = &self.data.root {
+                return Err(Self::invalid(format!(
+                    "[data] root = {:?}: the embedded data set is built into the binary and takes no root (remove it, or pick another dataset)",
+                    root.display().to_string()
+                )));
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use pyramid_datasets::{Channels, Dataset, Loader, LoaderConfig, Split};
 use pyramid_rng::Rng;
 
 use crate::config::{ExperimentConfig, Selection};
+use crate::fingerprint::{DataIdentity, SplitIdentity};
 use crate::Error;
 
 /// The loaders of one experiment.
@@ -23,6 +24,8 @@ pub struct ExperimentData {
     pub classes: usize,
     pub train_len: usize,
     pub test_len: usize,
+    /// What is fed, for fingerprints: settings, split sizes and content hashes.
+    pub identity: DataIdentity,
 }
 
 impl ExperimentData {
@@ -44,6 +47,20 @@ impl ExperimentData {
                 (t, Some(v))
             }
         };
+        let mut splits = std::collections::BTreeMap::new();
+        splits.insert("train".to_string(), SplitIdentity::of(&train));
+        splits.insert("test".to_string(), SplitIdentity::of(&test));
+        if let Some(v) = &val {
+            splits.insert("val".to_string(), SplitIdentity::of(v));
+        }
+        for (name, split) in [("train", &train), ("test", &test)] {
+            if split.is_empty() {
+                return Err(Error::Config {
+                    path: "<config>".into(),
+                    message: format!("[data] the {name} split of {} is empty", d.dataset),
+                });
+            }
+        }
         let classes = d.dataset.num_classes();
         let in_c = cfg.model.in_channels;
         if in_c == 1 && train.channels != 1 {
@@ -82,6 +99,7 @@ impl ExperimentData {
             0 => None,
             n => {
                 let extra = unlabeled_subset(cfg, n)?;
+                splits.insert("stage1_unlabeled".to_string(), SplitIdentity::of(&extra));
                 let joined = train.concat(&extra).map_err(|m| Error::Config {
                     path: "<config>".into(),
                     message: format!("[data] stage1_unlabeled: {m}"),
@@ -89,6 +107,7 @@ impl ExperimentData {
                 Some(loader(joined, d.batch_size, true)?)
             }
         };
+        let identity = DataIdentity::new(cfg, splits);
         let train = loader(train, d.batch_size, true)?;
         let test = loader(test, d.eval_batch_size, false)?;
         Ok(match val {
@@ -100,6 +119,7 @@ impl ExperimentData {
                 classes,
                 train_len,
                 test_len,
+                identity,
             },
             None => Self {
                 train,
@@ -109,6 +129,7 @@ impl ExperimentData {
                 classes,
                 train_len,
                 test_len,
+                identity,
             },
         })
     }

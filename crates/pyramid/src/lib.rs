@@ -5,10 +5,13 @@
 
 pub mod config;
 pub mod data;
+pub mod fingerprint;
 pub mod method;
 pub mod plan;
 pub mod report;
+pub mod resume;
 pub mod run;
+pub mod rundir;
 pub mod stage;
 
 pub use config::{ExperimentConfig, StageConfig};
@@ -27,6 +30,20 @@ pub enum Error {
     Plan(Vec<String>),
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    /// A signal asked the run to stop; every completed epoch is saved.
+    #[error("interrupted; every completed epoch is saved, and the same command continues the run")]
+    Interrupted,
+    #[error("run directory {dir} is in use by another run ({holder}); wait for it or choose another --out")]
+    Locked { dir: String, holder: String },
+    /// Models in the run directory were trained with another config.
+    #[error(
+        "run directory {dir} holds models of another config:\n  {}\nUse another --out for this config, or --force to redo the affected models.",
+        .problems.join("\n  ")
+    )]
+    Mismatch { dir: String, problems: Vec<String> },
+    /// A stage or teacher did not learn and `[run] on_degenerate = "error"`.
+    #[error("{model} did not learn ([run] on_degenerate = \"error\"):\n  {}", .reasons.join("\n  "))]
+    Degenerate { model: String, reasons: Vec<String> },
     #[error(transparent)]
     Model(#[from] pyramid_models::Error),
     #[error(transparent)]

@@ -1,32 +1,42 @@
 //! Runs an experiment: teacher, then every chain level by level, writing the run directory.
 //!
 //! ```text
+//! <out>/.lock                  held while a run works here
 //! <out>/config.toml            the resolved config
 //! <out>/plan.json              what the run does
-//! <out>/teacher/VGG19.safetensors, metrics.jsonl, result.json
-//! <out>/<scheme>/<method>/<MODEL>/stage1.safetensors, final.safetensors, metrics.jsonl, result.json
+//! <out>/teacher/final.safetensors, metrics.jsonl, timings.jsonl, result.json
+//! <out>/<scheme>/<method>/<MODEL>/stage1.safetensors, final.safetensors, metrics.jsonl,
+//!                                 timings.jsonl, result.json, resume.safetensors (until done)
 //! <out>/results.json, report.md
 //! ```
-//! A level whose `result.json` exists is complete and is skipped on a re-run (its final
-//! checkpoint becomes the next level's teacher). Files are written atomically.
+//! Every model carries a fingerprint of what determines it (see `fingerprint`). A level whose
+//! `result.json` has the plan's fingerprint is complete and is reused; a level with a
+//! `resume.safetensors` of that fingerprint continues after its last completed epoch; any other
+//! fingerprint is an error before anything is written (or, with `--force`, the level is
+//! redone). Files are written atomically.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
 use pyramid_models::{Adapter, Model, ModelConfig, ModelId, Scheme};
 use pyramid_rng::Rng;
 use pyramid_train::fsio::{read_json, write_atomic, write_json_atomic};
-use pyramid_train::metrics::JsonlWriter;
+use pyramid_train::metrics::{write_jsonl_atomic, EpochMetrics, EpochTiming, JsonlWriter};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, TeacherConfig};
+use crate::config::{ExperimentConfig, OnDegenerate, TeacherConfig};
 use crate::data::ExperimentData;
+use crate::fingerprint::{DataIdentity, Fingerprint, Fingerprints, CHECKPOINT_KEY};
 use crate::method::ModelRef;
 use crate::plan::{Images, LevelPlan, Plan, StagePlan};
 use crate::report;
-use crate::stage::{StageData, StageOutcome, StageRun};
+use crate::resume::{self, LevelProgress};
+use crate::rundir::RunLock;
+use crate::stage::{EpochDone, EpochSink, StageData, StageOutcome, StageRun, StageSnapshot};
 use crate::Error;
 
 /// Command-line level knobs of a run.
@@ -39,6 +49,11 @@ pub struct RunOptions {
     /// Overrides the data root.
     pub data_dir: Option<PathBuf>,
     pub show_progress: bool,
+    /// Redo the levels whose fingerprint differs instead of refusing to run.
+    pub force: bool,
+    /// Set (by a signal handler) to stop after the current batch; the run then returns
+    /// `Error::Interrupted` with every completed epoch saved.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// One trained model of the run (a level of a chain, or the teacher).
@@ -71,6 +86,14 @@ pub struct LevelResult {
     /// The stages as executed: equal to the plan's.
     #[serde(default)]
     pub executed: Vec<StagePlan>,
+    /// The fingerprint of everything that determined this model, and those inputs.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub inputs: Option<serde_json::Value>,
+    /// Signs that the model did not learn (a stage stuck at its start, a teacher at chance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Every result of a run (`results.json`).
@@ -89,8 +112,15 @@ pub struct Results {
     /// The configured methods, in config order (the report's first columns).
     #[serde(default)]
     pub methods: Vec<String>,
+    /// What the run trains on: data settings, split sizes and content hashes.
+    #[serde(default)]
+    pub data: Option<DataIdentity>,
     pub teacher: Option<LevelResult>,
     pub levels: Vec<LevelResult>,
+    /// Models found in the run directory that belong to another config (another seed, data
+    /// or model): left out of the tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
     pub wall_seconds: f64,
 }
 
@@ -107,6 +137,8 @@ struct Ctx<'a> {
     out: PathBuf,
     show_progress: bool,
     device: Device,
+    fingerprints: Fingerprints,
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Ctx<'_> {
@@ -121,14 +153,14 @@ impl Ctx<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_stage(
         &self,
         label: String,
         plan: &StagePlan,
         student: &Model,
         teacher: Option<&Model>,
-        log: &mut JsonlWriter,
+        resume: Option<StageSnapshot>,
+        sink: &mut LevelSink,
     ) -> Result<StageOutcome, Error> {
         let rng = Rng::stream(self.cfg.seed, &format!("stage/{label}"));
         let adapter = match plan.features.as_ref().and_then(|f| f.adapter.clone()) {
@@ -143,13 +175,76 @@ impl Ctx<'_> {
             adapter: adapter.as_ref(),
             rng,
             show_progress: self.show_progress,
+            resume,
+            interrupt: self.interrupt.as_deref(),
         }
-        .run(&self.stage_data(plan), log)
+        .run(&self.stage_data(plan), sink)
     }
 
     fn dir(&self, at: &ModelRef) -> PathBuf {
         self.out.join(&at.0)
     }
+
+    fn fingerprint(&self, at: &ModelRef) -> &Fingerprint {
+        self.fingerprints.get(&at.0)
+    }
+
+    /// Saves a checkpoint stamped with its model's fingerprint.
+    fn save_checkpoint(
+        &self,
+        model: &Model,
+        path: &Path,
+        at: &ModelRef,
+        stage: Option<u32>,
+    ) -> Result<(), Error> {
+        let mut meta = HashMap::from([(
+            CHECKPOINT_KEY.to_string(),
+            self.fingerprint(at).hash.clone(),
+        )]);
+        if let Some(n) = stage {
+            meta.insert("pyramid.stage".to_string(), n.to_string());
+        }
+        Ok(model.save_with_metadata(path, &meta)?)
+    }
+
+    /// Loads `<at>/final.safetensors`, refusing a file whose fingerprint is not the plan's.
+    fn load_final(&self, at: &ModelRef) -> Result<Model, Error> {
+        let path = self.dir(at).join("final.safetensors");
+        let found = checkpoint_fingerprint(&path)?;
+        let want = &self.fingerprint(at).hash;
+        if found.as_deref() != Some(want.as_str()) {
+            return Err(file_err(
+                &path,
+                format!(
+                    "fingerprint {} but the plan's {at} is {want}: the file was replaced after its result.json was written",
+                    found.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+        Ok(Model::load(&path, &self.device)?)
+    }
+
+    fn on_degenerate(&self, at: &ModelRef, warnings: &[String]) -> Result<(), Error> {
+        if !warnings.is_empty() && self.cfg.run.on_degenerate == OnDegenerate::Error {
+            return Err(Error::Degenerate {
+                model: at.0.clone(),
+                reasons: warnings.to_vec(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The fingerprint stamped in a checkpoint's metadata, if any.
+pub fn checkpoint_fingerprint(path: &Path) -> Result<Option<String>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CHECKPOINT_KEY))
+        .cloned())
 }
 
 fn summary(model: &Model) -> (usize, u64, usize, usize) {
@@ -157,13 +252,96 @@ fn summary(model: &Model) -> (usize, u64, usize, usize) {
     (s.num_params(), s.macs(), s.conv_count(), s.fc_count())
 }
 
-fn metrics_log(dir: &Path) -> Result<JsonlWriter, Error> {
-    let path = dir.join("metrics.jsonl");
-    // A level that did not finish is re-run from its start: drop its partial log.
-    if path.exists() {
-        std::fs::remove_file(&path).map_err(|e| file_err(&path, e))?;
+/// Persists a level's progress at the end of every epoch: the resume state first, then the
+/// metrics and timing lines.
+struct LevelSink {
+    dir: PathBuf,
+    progress: LevelProgress,
+    metrics: JsonlWriter,
+    timings: JsonlWriter,
+    started: Instant,
+}
+
+impl LevelSink {
+    /// Opens the level's logs: restored to exactly the epochs of `progress` (a fresh level
+    /// starts them empty).
+    fn open(dir: &Path, progress: LevelProgress) -> Result<Self, Error> {
+        let (m, t) = (dir.join("metrics.jsonl"), dir.join("timings.jsonl"));
+        write_jsonl_atomic(&m, &progress.metrics)?;
+        write_jsonl_atomic(&t, &progress.timings)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics: JsonlWriter::open(&m)?,
+            timings: JsonlWriter::open(&t)?,
+            progress,
+            started: Instant::now(),
+        })
     }
-    Ok(JsonlWriter::open(&path)?)
+
+    fn fresh(dir: &Path, fingerprint: &str) -> Result<Self, Error> {
+        Self::open(
+            dir,
+            LevelProgress {
+                format: crate::fingerprint::RUN_FORMAT,
+                fingerprint: fingerprint.to_string(),
+                stage_index: 0,
+                completed: Vec::new(),
+                stage: None,
+                optimizer: None,
+                has_best: false,
+                metrics: Vec::new(),
+                timings: Vec::new(),
+                wall_seconds: 0.0,
+            },
+        )
+    }
+
+    fn wall_seconds(&self) -> f64 {
+        self.progress.wall_seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    /// A stage finished: the next one starts from the student as it is now.
+    fn stage_done(&mut self, student: &Model, outcome: StageOutcome) -> Result<(), Error> {
+        self.progress.completed.push(outcome);
+        self.progress.stage_index += 1;
+        self.progress.stage = None;
+        self.progress.optimizer = None;
+        self.progress.has_best = false;
+        let mut p = self.progress.clone();
+        p.wall_seconds = self.wall_seconds();
+        resume::save(&self.dir.join(resume::FILE), &p, student, None)
+    }
+
+    /// The level is complete (its result.json is written): the state has served.
+    fn finish(self) -> Result<(), Error> {
+        let path = self.dir.join(resume::FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(file_err(&path, e)),
+        }
+    }
+}
+
+impl EpochSink for LevelSink {
+    fn epoch_done(&mut self, student: &Model, done: EpochDone) -> Result<(), Error> {
+        let EpochDone {
+            snapshot,
+            metrics,
+            timing,
+        } = done;
+        self.progress.metrics.push(metrics.clone());
+        self.progress.timings.push(timing.clone());
+        self.progress.stage = Some(snapshot.progress.clone());
+        self.progress.optimizer = Some(snapshot.optimizer.meta.clone());
+        self.progress.has_best = snapshot.best.is_some();
+        let mut p = self.progress.clone();
+        p.wall_seconds = self.wall_seconds();
+        resume::save(&self.dir.join(resume::FILE), &p, student, Some(&snapshot))?;
+        self.metrics.append(&metrics)?;
+        self.timings.append(&timing)?;
+        Ok(())
+    }
 }
 
 /// The trained models the remaining steps still need, loaded on first use and dropped after
@@ -189,14 +367,13 @@ impl Models {
 
     fn get(&mut self, ctx: &Ctx, at: &ModelRef) -> Result<&Model, Error> {
         if !self.loaded.contains_key(at) {
-            let path = ctx.dir(at).join("final.safetensors");
             if !ctx.dir(at).join("result.json").exists() {
                 return Err(file_err(
-                    &path,
+                    &ctx.dir(at).join("final.safetensors"),
                     format!("{at} is needed but has not been trained (no result.json)"),
                 ));
             }
-            let m = Model::load(&path, &ctx.device)?;
+            let m = ctx.load_final(at)?;
             self.loaded.insert(at.clone(), m);
         }
         Ok(&self.loaded[at])
@@ -216,6 +393,77 @@ impl Models {
     }
 }
 
+/// What the run directory already holds for one model of the plan.
+enum Found {
+    Nothing,
+    Complete,
+    Resumable,
+}
+
+/// Compares every model of the plan with what the run directory holds. Returns what each
+/// holds, or (without `force`) every mismatch at once, before anything is written.
+fn survey(
+    out: &Path,
+    ctx_fps: &Fingerprints,
+    force: bool,
+) -> Result<BTreeMap<String, Found>, Error> {
+    let mut found = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut redo = Vec::new();
+    for (at, fp) in &ctx_fps.0 {
+        let dir = out.join(at);
+        let result = dir.join("result.json");
+        let state = dir.join(resume::FILE);
+        let (what, recorded_fp, recorded_inputs) = if result.exists() {
+            let r: LevelResult = read_json(&result)?;
+            (Found::Complete, r.fingerprint, r.inputs)
+        } else if state.exists() {
+            (
+                Found::Resumable,
+                Some(resume::fingerprint_of(&state)?),
+                None,
+            )
+        } else {
+            // Nothing, or the files of a level killed before its first epoch ended: it
+            // starts over.
+            (Found::Nothing, Some(fp.hash.clone()), None)
+        };
+        if recorded_fp.as_deref() == Some(fp.hash.as_str()) {
+            if matches!(what, Found::Complete) && state.exists() {
+                // Killed between its result.json and the state's removal.
+                std::fs::remove_file(&state).map_err(|e| file_err(&state, e))?;
+            }
+            found.insert(at.clone(), what);
+            continue;
+        }
+        let why = match (&recorded_fp, &recorded_inputs) {
+            (None, _) => vec!["it has no fingerprint (written by an older version)".to_string()],
+            (Some(_), Some(inputs)) => fp.differences(inputs),
+            (Some(h), None) => vec![format!(
+                "its resume state has fingerprint {h}, the plan's is {}",
+                fp.hash
+            )],
+        };
+        if force {
+            tracing::warn!("{at}: redone (--force): {}", why.join("; "));
+            redo.push(dir);
+            found.insert(at.clone(), Found::Nothing);
+        } else {
+            problems.push(format!("{at}: {}", why.join("; ")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Mismatch {
+            dir: out.display().to_string(),
+            problems,
+        });
+    }
+    for dir in redo {
+        std::fs::remove_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+    }
+    Ok(found)
+}
+
 /// Runs (or resumes) the experiment and returns its results.
 pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Results, Error> {
     let started = Instant::now();
@@ -229,6 +477,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     if let Some(d) = &opts.data_dir {
         cfg.data.root = Some(d.clone());
     }
+    cfg.validate()?;
     let plan = Plan::build(&cfg)?;
     let device = crate::device_from_str(&cfg.device)?;
     // The data loads before anything is written: a bad data file leaves the run directory as
@@ -241,19 +490,31 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         data.test_len,
         data.classes
     );
+    let fingerprints = Fingerprints::of_plan(&cfg, &plan, &data.identity, data.classes);
     let out = cfg.out_dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| file_err(&out, e))?;
+    let lock = RunLock::acquire(&out)?;
+    let stale = pyramid_fsio::remove_temp_files(&out).map_err(|e| file_err(&out, e))?;
+    for p in &stale {
+        tracing::info!("removed {}, left by a killed run", p.display());
+    }
+    let found = survey(&out, &fingerprints, opts.force)?;
     let resolved =
         toml::to_string_pretty(&cfg).map_err(|e| file_err(&out.join("config.toml"), e))?;
     write_atomic(out.join("config.toml"), resolved.as_bytes())?;
     write_json_atomic(out.join("plan.json"), &plan)?;
-    tracing::info!("run directory {}", out.display());
+    tracing::info!(
+        "run directory {} (locked: {})",
+        out.display(),
+        lock.path().display()
+    );
     let ctx = Ctx {
         cfg: &cfg,
         data: &data,
         out: out.clone(),
         show_progress: opts.show_progress,
         device: device.clone(),
+        fingerprints,
+        interrupt: opts.interrupt.clone(),
     };
     let header = Results {
         name: cfg.name.clone(),
@@ -265,20 +526,28 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         test_images: data.test_len,
         stage1_unlabeled_images: cfg.data.stage1_unlabeled,
         methods: plan.methods.clone(),
+        data: Some(data.identity.clone()),
         ..Default::default()
     };
+    let is_complete = |at: &ModelRef| matches!(found.get(&at.0), Some(Found::Complete));
     let mut models = Models::new(&plan);
-    let teacher = obtain_teacher(&ctx, &plan)?;
-    models.keep(&ModelRef::teacher(), teacher);
-    save_results(&out, &header, started)?;
+    if is_complete(&ModelRef::teacher()) {
+        tracing::info!("teacher: complete");
+    } else {
+        let teacher = obtain_teacher(&ctx, &plan)?;
+        models.keep(&ModelRef::teacher(), teacher);
+        save_results(&out, &header, started)?;
+        pyramid_fsio::fault_point("level done teacher");
+    }
 
     for (i, step) in plan.steps.iter().enumerate() {
-        if !ctx.dir(&step.at).join("result.json").exists() {
+        if is_complete(&step.at) {
+            tracing::info!("{}: complete", step.at);
+        } else {
             let model = run_level(&ctx, &mut models, step)?;
             models.keep(&step.at, model);
             save_results(&out, &header, started)?;
-        } else {
-            tracing::info!("{}: complete", step.at);
+            pyramid_fsio::fault_point(&format!("level done {}", step.at));
         }
         models.release(i);
     }
@@ -295,16 +564,37 @@ fn save_results(out: &Path, header: &Results, started: Instant) -> Result<Result
 }
 
 impl Results {
+    /// Whether a model's recorded inputs are of this run's seed, data and model options (a
+    /// run directory can hold several configs' methods, never several seeds or data sets).
+    fn owns(&self, inputs: Option<&serde_json::Value>) -> bool {
+        let Some(i) = inputs else {
+            return self.data.is_none();
+        };
+        let Some(data) = &self.data else {
+            return true;
+        };
+        i.get("format") == Some(&serde_json::json!(crate::fingerprint::RUN_FORMAT))
+            && i.get("seed") == Some(&serde_json::json!(self.seed))
+            && i.get("data") == serde_json::to_value(data).ok().as_ref()
+            && i.get("model") == serde_json::to_value(&self.model_options).ok().as_ref()
+    }
+
     /// The results found in a run directory (`teacher/` and `<scheme>/<method>/<MODEL>/`), with
-    /// the run-wide fields of `header`. Levels are sorted by scheme, method and level.
+    /// the run-wide fields of `header`. Levels are sorted by scheme, method and level; those
+    /// of another seed, data set or model options go to `excluded`.
     pub fn collect(out: &Path, header: &Results) -> Result<Results, Error> {
         let mut r = header.clone();
+        r.excluded.clear();
         let teacher = out.join("teacher/result.json");
-        r.teacher = if teacher.exists() {
-            Some(read_json(&teacher)?)
-        } else {
-            None
-        };
+        r.teacher = None;
+        if teacher.exists() {
+            let t: LevelResult = read_json(&teacher)?;
+            if r.owns(t.inputs.as_ref()) {
+                r.teacher = Some(t);
+            } else {
+                r.excluded.push("teacher".into());
+            }
+        }
         r.levels.clear();
         for scheme in Scheme::ALL {
             let dir = out.join(scheme.as_str());
@@ -318,13 +608,20 @@ impl Results {
                 for model in models.flatten() {
                     let p = model.path().join("result.json");
                     if p.exists() {
-                        r.levels.push(read_json(&p)?);
+                        let l: LevelResult = read_json(&p)?;
+                        if r.owns(l.inputs.as_ref()) {
+                            r.levels.push(l);
+                        } else {
+                            r.excluded
+                                .push(format!("{}/{}/{}", l.scheme, l.method, l.model));
+                        }
                     }
                 }
             }
         }
         r.levels
             .sort_by(|a, b| (&a.scheme, &a.method, a.level).cmp(&(&b.scheme, &b.method, b.level)));
+        r.excluded.sort();
         Ok(r)
     }
 }
@@ -335,10 +632,18 @@ fn level_result(
     method: &str,
     stages: Vec<StageOutcome>,
     inherited: (usize, usize),
-    started: Instant,
+    wall_seconds: f64,
 ) -> LevelResult {
     let (params, macs, convs, fcs) = summary(model);
     let last = stages.last().expect("at least one stage");
+    let warnings = stages
+        .iter()
+        .flat_map(|s| {
+            s.warnings
+                .iter()
+                .map(move |w| format!("stage {}: {w}", s.stage))
+        })
+        .collect();
     LevelResult {
         model: model.id().name(),
         scheme: if model.id().is_vgg19() {
@@ -356,22 +661,87 @@ fn level_result(
         last_test_acc: last.last_test_acc.unwrap_or(f64::NAN),
         inherited_params: inherited.0,
         fresh_params: inherited.1,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds,
         checkpoint: "final.safetensors".into(),
         stages,
         teacher: None,
         init_from: None,
         executed: Vec::new(),
+        fingerprint: None,
+        inputs: None,
+        warnings,
     }
 }
 
-fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
-    let dir = ctx.out.join("teacher");
-    let device = &ctx.device;
-    if dir.join("result.json").exists() {
-        tracing::info!("teacher: complete, loaded from {}", dir.display());
-        return Ok(Model::load(dir.join("final.safetensors"), device)?);
+/// The resume state of the model at `at`, if one is there (its fingerprint was checked by
+/// `survey`).
+fn resume_state(ctx: &Ctx, at: &ModelRef) -> Result<Option<resume::LevelState>, Error> {
+    let path = ctx.dir(at).join(resume::FILE);
+    if !path.exists() {
+        return Ok(None);
     }
+    let state = resume::load(&path, &ctx.device)?;
+    if state.progress.fingerprint != ctx.fingerprint(at).hash {
+        return Err(file_err(
+            &path,
+            "fingerprint changed while the run was starting",
+        ));
+    }
+    Ok(Some(state))
+}
+
+/// Runs the stages of a level (or the teacher) from `state`, returning their outcomes.
+fn run_stages(
+    ctx: &Ctx,
+    at: &ModelRef,
+    stages: &[StagePlan],
+    student: &Model,
+    teacher: Option<&Model>,
+    state: Option<resume::LevelState>,
+) -> Result<(Vec<StageOutcome>, LevelSink), Error> {
+    let dir = ctx.dir(at);
+    let (mut sink, mut stage_resume) = match state {
+        Some(s) => {
+            student.restore(&s.model)?;
+            tracing::info!(
+                "{at}: resuming in stage {} of {} ({} epoch records kept)",
+                s.progress.stage_index + 1,
+                stages.len(),
+                s.progress.metrics.len()
+            );
+            (LevelSink::open(&dir, s.progress)?, s.stage)
+        }
+        None => (LevelSink::fresh(&dir, &ctx.fingerprint(at).hash)?, None),
+    };
+    for (i, stage) in stages.iter().enumerate().skip(sink.progress.stage_index) {
+        let label = if at.0 == "teacher" {
+            "teacher/VGG19".to_string()
+        } else {
+            format!("{at} stage {}", stage.number)
+        };
+        let outcome = ctx.run_stage(
+            label,
+            stage,
+            student,
+            teacher,
+            stage_resume.take(),
+            &mut sink,
+        )?;
+        ctx.on_degenerate(at, &outcome.warnings)?;
+        if i + 1 < stages.len() {
+            let path = dir.join(format!("stage{}.safetensors", stage.number));
+            ctx.save_checkpoint(student, &path, at, Some(stage.number))?;
+        }
+        sink.stage_done(student, outcome)?;
+    }
+    let outcomes = sink.progress.completed.clone();
+    Ok((outcomes, sink))
+}
+
+fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
+    let at = ModelRef::teacher();
+    let dir = ctx.dir(&at);
+    let device = &ctx.device;
     let started = Instant::now();
     let options = ctx.cfg.model.options(ctx.data.classes);
     let config = ModelConfig::new(ModelId::VGG19, options.clone());
@@ -399,15 +769,17 @@ fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
             m
         }
     };
-    let mut log = metrics_log(&dir)?;
-    let stages = match &plan.teacher.stage {
+    let (stages, wall, sink) = match &plan.teacher.stage {
         Some(stage) => {
-            vec![ctx.run_stage("teacher/VGG19".into(), stage, &model, None, &mut log)?]
+            let state = resume_state(ctx, &at)?;
+            let (outcomes, sink) =
+                run_stages(ctx, &at, std::slice::from_ref(stage), &model, None, state)?;
+            (outcomes, sink.wall_seconds(), Some(sink))
         }
         None => {
             // A loaded teacher is only evaluated.
             let acc = crate::stage::evaluate_accuracy(&model, ctx.data.test_loader())?;
-            vec![StageOutcome {
+            let outcome = StageOutcome {
                 stage: 0,
                 loss: "none".into(),
                 epochs: 0,
@@ -419,14 +791,34 @@ fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
                 stop: None,
                 seconds: started.elapsed().as_secs_f64(),
                 images_per_sec: 0.0,
-            }]
+                warnings: Vec::new(),
+            };
+            (vec![outcome], started.elapsed().as_secs_f64(), None)
         }
     };
-    model.save(dir.join("final.safetensors"))?;
-    let mut r = level_result(&model, Scheme::Forward, "teacher", stages, (0, 0), started);
+    ctx.save_checkpoint(&model, &dir.join("final.safetensors"), &at, None)?;
+    let mut r = level_result(&model, Scheme::Forward, "teacher", stages, (0, 0), wall);
     r.fresh_params = r.params;
     r.executed = plan.teacher.stage.iter().cloned().collect();
+    // A teacher no better than guessing would silently poison every level below it.
+    let chance = 100.0 / ctx.data.classes as f64;
+    if r.best_test_acc <= 1.5 * chance {
+        let w = format!(
+            "the teacher's test accuracy {:.2}% is at chance level ({chance:.2}% for {} classes): it did not learn",
+            r.best_test_acc, ctx.data.classes
+        );
+        tracing::warn!("teacher: {w}");
+        r.warnings.push(w);
+    }
+    let fp = ctx.fingerprint(&at);
+    r.fingerprint = Some(fp.hash.clone());
+    r.inputs = Some(fp.inputs.clone());
+    ctx.on_degenerate(&at, &r.warnings)?;
+    // Written last: it marks the teacher complete.
     write_json_atomic(dir.join("result.json"), &r)?;
+    if let Some(sink) = sink {
+        sink.finish()?;
+    }
     tracing::info!("teacher VGG19: test accuracy {:.2}%", r.best_test_acc);
     Ok(model)
 }
@@ -434,7 +826,6 @@ fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
 /// Trains one level of the plan: its student from `init.from`, then its stages in order.
 fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, Error> {
     let dir = ctx.dir(&step.at);
-    let started = Instant::now();
     let id = ModelId::parse(&step.model, step.scheme)?;
     let (student, inh) = Model::inherit(models.get(ctx, &step.init.from)?, id, ctx.cfg.seed)?;
     tracing::info!(
@@ -449,32 +840,26 @@ fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, 
         models.get(ctx, t)?;
     }
     let teacher = step.teacher.as_ref().map(|t| &models.loaded[t]);
-    let mut log = metrics_log(&dir)?;
-    let mut outcomes = Vec::new();
-    for (i, stage) in step.stages.iter().enumerate() {
-        let label = format!("{} stage {}", step.at, stage.number);
-        outcomes.push(ctx.run_stage(label, stage, &student, teacher, &mut log)?);
-        if i + 1 < step.stages.len() {
-            student.save_with_metadata(
-                dir.join(format!("stage{}.safetensors", stage.number)),
-                &HashMap::from([("pyramid.stage".to_string(), stage.number.to_string())]),
-            )?;
-        }
-    }
-    student.save(dir.join("final.safetensors"))?;
+    let state = resume_state(ctx, &step.at)?;
+    let (outcomes, sink) = run_stages(ctx, &step.at, &step.stages, &student, teacher, state)?;
+    ctx.save_checkpoint(&student, &dir.join("final.safetensors"), &step.at, None)?;
     let mut r = level_result(
         &student,
         step.scheme,
         &step.method,
         outcomes,
         (inh.inherited.len(), inh.fresh.len()),
-        started,
+        sink.wall_seconds(),
     );
     r.teacher = step.teacher.as_ref().map(|t| t.0.clone());
     r.init_from = Some(step.init.from.0.clone());
     r.executed = step.stages.clone();
+    let fp = ctx.fingerprint(&step.at);
+    r.fingerprint = Some(fp.hash.clone());
+    r.inputs = Some(fp.inputs.clone());
     // Written last: it marks the level complete.
     write_json_atomic(dir.join("result.json"), &r)?;
+    sink.finish()?;
     tracing::info!(
         "{}: test accuracy {:.2}% (last epoch {:.2}%)",
         step.at,
@@ -482,4 +867,18 @@ fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, 
         r.last_test_acc
     );
     Ok(student)
+}
+
+/// Reads the metrics log of a model folder (for reports and tests).
+pub fn read_metrics(dir: &Path) -> Result<Vec<EpochMetrics>, Error> {
+    Ok(pyramid_train::metrics::read_jsonl(
+        dir.join("metrics.jsonl"),
+    )?)
+}
+
+/// Reads the timings log of a model folder.
+pub fn read_timings(dir: &Path) -> Result<Vec<EpochTiming>, Error> {
+    Ok(pyramid_train::metrics::read_jsonl(
+        dir.join("timings.jsonl"),
+    )?)
 }

@@ -1,6 +1,7 @@
 //! Runs one training stage (METHOD.md §8): initial evaluation, epochs of train + eval, the
 //! schedule's save / cut / reload / stop decisions, and the final reload of the best weights.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var, D};
@@ -9,8 +10,9 @@ use pyramid_datasets::Loader;
 use pyramid_losses::{LossInputs, Monitor, Reduction};
 use pyramid_models::{Adapter, BlockKind, Mode, Model, Taps};
 use pyramid_rng::Rng;
-use pyramid_train::metrics::{EpochMetrics, JsonlWriter};
-use pyramid_train::schedule::StopReason;
+use pyramid_train::metrics::{EpochMetrics, EpochTiming};
+use pyramid_train::optim::OptimizerState;
+use pyramid_train::schedule::{Schedule, StopReason};
 use serde::{Deserialize, Serialize};
 
 use crate::method::TrainSet;
@@ -41,6 +43,54 @@ pub struct StageRun<'a> {
     /// Dropout and any other draw of the stage.
     pub rng: Rng,
     pub show_progress: bool,
+    /// Where the stage continues from (the student already holds the snapshot's weights).
+    pub resume: Option<StageSnapshot>,
+    /// Set by a signal handler: the stage abandons its epoch and returns `Error::Interrupted`.
+    pub interrupt: Option<&'a AtomicBool>,
+}
+
+/// A stage's bookkeeping at the end of a completed epoch: with [`StageSnapshot`]'s tensors,
+/// enough to continue it exactly. Draws need no state: every batch's generator is derived from
+/// the stage, the epoch and the batch index, and the loader's order from the epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageProgress {
+    /// Completed epochs (0: the initial evaluation is done).
+    pub epoch: u64,
+    pub schedule: Schedule,
+    pub best_epoch: u64,
+    pub best_metric: f64,
+    pub best_test_acc: Option<f64>,
+    pub last_test_acc: Option<f64>,
+    /// The monitored metric of the initial evaluation, and whether any epoch changed it.
+    pub initial_metric: f64,
+    pub metric_moved: bool,
+    pub images_seen: usize,
+    pub train_seconds: f64,
+    pub seconds: f64,
+}
+
+/// [`StageProgress`] with the tensors it needs.
+#[derive(Debug, Clone)]
+pub struct StageSnapshot {
+    pub progress: StageProgress,
+    pub optimizer: OptimizerState,
+    /// The selected weights; `None` when they are the current ones.
+    pub best: Option<Vec<(String, Tensor)>>,
+    /// The FitNet regressor's parameters.
+    pub adapter: Vec<(String, Tensor)>,
+}
+
+/// What a stage reports at the end of every epoch (the initial evaluation is epoch 0).
+pub struct EpochDone {
+    pub snapshot: StageSnapshot,
+    pub metrics: EpochMetrics,
+    pub timing: EpochTiming,
+}
+
+/// Receives every completed epoch before the stage logs it, so that an epoch reported as done
+/// is one a resumed run never redoes.
+pub trait EpochSink {
+    fn epoch_done(&mut self, student: &Model, done: EpochDone) -> Result<(), Error>;
 }
 
 /// What a stage produced. Accuracies in percent; hint losses per sample (Σ squared error / N).
@@ -62,6 +112,9 @@ pub struct StageOutcome {
     pub stop: Option<StopReason>,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Signs that the stage did not learn (see `StageRun::run`); also logged as warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 struct EvalResult {
@@ -207,18 +260,56 @@ impl StageRun<'_> {
         Ok(self.evaluate(test, false)?.acc.unwrap_or(0.0))
     }
 
-    /// Runs the stage to its stop rule and leaves the student at its selected weights.
-    pub fn run(self, data: &StageData, log: &mut JsonlWriter) -> Result<StageOutcome, Error> {
+    fn interrupted(&self) -> Result<(), Error> {
+        match self.interrupt {
+            Some(flag) if flag.load(Ordering::SeqCst) => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
+    }
+
+    fn adapter_tensors(&self) -> Vec<(String, Tensor)> {
+        self.adapter
+            .map(|a| {
+                a.params()
+                    .into_iter()
+                    .map(|(n, v)| (n, v.as_tensor().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Evaluates the selection set (and the test set when it is separate and accuracy is
+    /// monitored); a non-finite loss is an error naming the epoch.
+    fn evaluate_epoch(
+        &self,
+        data: &StageData,
+        epoch: u64,
+    ) -> Result<(EvalResult, Option<EvalResult>), Error> {
+        let sel = self.evaluate(data.select, true)?;
+        let test = match data.test {
+            Some(t) if self.plan.monitor == Monitor::Accuracy => Some(self.evaluate(t, true)?),
+            _ => None,
+        };
+        for (what, r) in [("selection", Some(&sel)), ("test", test.as_ref())] {
+            if let Some(r) = r.filter(|r| !r.loss.is_finite()) {
+                return Err(Error::Stage(format!(
+                    "{}: the {what} loss is {} after epoch {epoch}; lower the learning rate",
+                    self.label, r.loss
+                )));
+            }
+        }
+        Ok((sel, test))
+    }
+
+    /// Runs the stage to its stop rule (or continues it from `resume`) and leaves the student
+    /// at its selected weights. Every completed epoch goes to `sink` before it is logged.
+    pub fn run(self, data: &StageData, sink: &mut dyn EpochSink) -> Result<StageOutcome, Error> {
         let started = Instant::now();
         let plan = self.plan;
         let accuracy_monitored = plan.monitor == Monitor::Accuracy;
         let mut optimizer = plan
             .optimizer
             .build(self.trainable_params()?)
-            .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
-        let mut schedule = plan
-            .schedule
-            .build(optimizer.lrs())
             .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
         let monitored = |r: &EvalResult| {
             if accuracy_monitored {
@@ -228,50 +319,106 @@ impl StageRun<'_> {
             }
         };
         let separate_test = data.test.is_some();
+        let sel_name = if separate_test { "val" } else { "test" };
 
-        // Epoch 0: the starting state is a candidate (§8.2 step 2, §8.3 step 2).
-        let t0 = Instant::now();
-        let sel = self.evaluate(data.select, true)?;
-        let test0 = if separate_test && accuracy_monitored {
-            Some(self.evaluate(data.test.unwrap(), true)?)
-        } else {
-            None
+        let (mut p, mut best) = match &self.resume {
+            Some(r) => {
+                optimizer
+                    .load_state(&r.optimizer)
+                    .map_err(|e| Error::Stage(format!("{}: resume state: {e}", self.label)))?;
+                if let Some(a) = self.adapter {
+                    for ((name, var), (saved, t)) in a.params().iter().zip(&r.adapter) {
+                        if name != saved {
+                            return Err(Error::Stage(format!(
+                                "{}: resume state has regressor `{saved}` where `{name}` was expected",
+                                self.label
+                            )));
+                        }
+                        var.set(t)?;
+                    }
+                }
+                let best = match &r.best {
+                    Some(b) => b.clone(),
+                    None => self.student.snapshot(),
+                };
+                tracing::info!(
+                    "{}: resuming after epoch {} (epochs 0–{} are done and not redone)",
+                    self.label,
+                    r.progress.epoch,
+                    r.progress.epoch
+                );
+                (r.progress.clone(), best)
+            }
+            None => {
+                // Epoch 0: the starting state is a candidate (§8.2 step 2, §8.3 step 2).
+                let mut schedule = plan
+                    .schedule
+                    .build(optimizer.lrs())
+                    .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
+                let t0 = Instant::now();
+                let (sel, test0) = self.evaluate_epoch(data, 0)?;
+                let metric = monitored(&sel);
+                schedule.initial(metric)?;
+                let test_acc = test0.as_ref().map_or(sel.acc, |t| t.acc);
+                let p = StageProgress {
+                    epoch: 0,
+                    schedule,
+                    best_epoch: 0,
+                    best_metric: metric,
+                    best_test_acc: test_acc,
+                    last_test_acc: test_acc,
+                    initial_metric: metric,
+                    metric_moved: false,
+                    images_seen: 0,
+                    train_seconds: 0.0,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                let done = EpochDone {
+                    metrics: self.record(
+                        0,
+                        None,
+                        &sel,
+                        test0.as_ref(),
+                        optimizer.lr(0),
+                        true,
+                        false,
+                    ),
+                    timing: self.timing(0, t0.elapsed().as_secs_f64(), 0.0),
+                    snapshot: StageSnapshot {
+                        progress: p.clone(),
+                        optimizer: optimizer.state()?,
+                        best: None,
+                        adapter: self.adapter_tensors(),
+                    },
+                };
+                sink.epoch_done(self.student, done)?;
+                tracing::info!(
+                    "{}: start {} = {:.4}",
+                    self.label,
+                    if accuracy_monitored { "acc" } else { "loss" },
+                    metric
+                );
+                (p, self.student.snapshot())
+            }
         };
-        let d = schedule.initial(monitored(&sel))?;
-        let mut best = self.student.snapshot();
-        let mut best_epoch = 0;
-        let mut best_metric = monitored(&sel);
-        let mut best_test_acc = test0.as_ref().map_or(sel.acc, |t| t.acc);
-        let mut last_test_acc = best_test_acc;
-        log.append(&self.record(
-            0,
-            None,
-            &sel,
-            test0.as_ref(),
-            optimizer.lr(0),
-            t0.elapsed().as_secs_f64(),
-            0.0,
-            true,
-            false,
-        ))?;
-        tracing::info!(
-            "{}: start {} = {:.4}",
-            self.label,
-            if accuracy_monitored { "acc" } else { "loss" },
-            monitored(&sel)
-        );
-        let mut stop = d.stop;
-        let mut images_seen = 0usize;
-        let mut train_seconds = 0.0;
-        let mut epoch = 0u64;
-        while stop.is_none() {
-            epoch += 1;
+        let resumed_seconds = if self.resume.is_some() {
+            p.seconds
+        } else {
+            0.0
+        };
+        while p.schedule.stopped().is_none() {
+            let epoch = p.epoch + 1;
             let te = Instant::now();
             let lr = optimizer.lr(0);
             let bar = self.progress(data.train.num_batches() as u64, epoch);
             let (mut loss_sum, mut correct, mut n) = (0.0, 0u64, 0usize);
             for batch in data.train.iter(epoch) {
+                self.interrupted()?;
                 let batch = batch?;
+                pyramid_fsio::fault_point(&format!(
+                    "batch {} epoch {epoch} batch {}",
+                    self.label, batch.index
+                ));
                 let b = batch.indices.len();
                 let mut rng = self
                     .rng
@@ -295,28 +442,28 @@ impl StageRun<'_> {
                 bar.inc(1);
             }
             bar.finish_and_clear();
+            self.interrupted()?;
             let train_secs = te.elapsed().as_secs_f64();
-            train_seconds += train_secs;
-            images_seen += n;
-            let sel = self.evaluate(data.select, true)?;
-            let test = if separate_test && accuracy_monitored {
-                Some(self.evaluate(data.test.unwrap(), true)?)
-            } else {
-                None
-            };
+            let (sel, test) = self.evaluate_epoch(data, epoch)?;
+            let metric = monitored(&sel);
             let test_acc = test.as_ref().map_or(sel.acc, |t| t.acc);
-            let d = schedule.step(monitored(&sel))?;
+            let d = p.schedule.step(metric)?;
             if d.improved {
                 best = self.student.snapshot();
-                best_epoch = epoch;
-                best_metric = monitored(&sel);
-                best_test_acc = test_acc;
+                p.best_epoch = epoch;
+                p.best_metric = metric;
+                p.best_test_acc = test_acc;
             }
-            last_test_acc = test_acc;
+            p.last_test_acc = test_acc;
+            p.metric_moved |= metric != p.initial_metric;
             optimizer.set_lrs(&d.lrs)?;
             if d.reload_best {
                 self.student.restore(&best)?;
             }
+            p.epoch = epoch;
+            p.images_seen += n;
+            p.train_seconds += train_secs;
+            p.seconds = resumed_seconds + started.elapsed().as_secs_f64();
             let train = EvalResult {
                 loss: loss_sum / n.max(1) as f64,
                 acc: plan
@@ -324,26 +471,36 @@ impl StageRun<'_> {
                     .then(|| 100.0 * correct as f64 / n.max(1) as f64),
                 n,
             };
-            log.append(&self.record(
-                epoch,
-                Some(&train),
-                &sel,
-                test.as_ref(),
-                lr,
-                te.elapsed().as_secs_f64(),
-                n as f64 / train_secs,
-                d.improved,
-                d.cut,
-            ))?;
+            let best_is_current = d.improved || d.reload_best;
+            sink.epoch_done(
+                self.student,
+                EpochDone {
+                    metrics: self.record(
+                        epoch,
+                        Some(&train),
+                        &sel,
+                        test.as_ref(),
+                        lr,
+                        d.improved,
+                        d.cut,
+                    ),
+                    timing: self.timing(epoch, te.elapsed().as_secs_f64(), n as f64 / train_secs),
+                    snapshot: StageSnapshot {
+                        progress: p.clone(),
+                        optimizer: optimizer.state()?,
+                        best: (!best_is_current).then(|| best.clone()),
+                        adapter: self.adapter_tensors(),
+                    },
+                },
+            )?;
             tracing::info!(
-                "{}: epoch {epoch} train loss {:.4}{} | {} {:.4}{}{}{} | lr {:.1e} | {:.1}s",
+                "{}: epoch {epoch} train loss {:.4}{} | {sel_name} {:.4}{}{}{} | lr {:.1e} | {:.1}s",
                 self.label,
                 train.loss,
                 train
                     .acc
                     .map(|a| format!(" acc {a:.2}"))
                     .unwrap_or_default(),
-                if separate_test { "val" } else { "test" },
                 sel.loss,
                 sel.acc.map(|a| format!(" acc {a:.2}")).unwrap_or_default(),
                 if d.improved { " *" } else { "" },
@@ -351,37 +508,55 @@ impl StageRun<'_> {
                 lr,
                 te.elapsed().as_secs_f64()
             );
-            stop = d.stop;
         }
         // Reload the selected weights (§8.2 step 8, §8.3 step 7).
         self.student.restore(&best)?;
+        let (mut best_test_acc, mut last_test_acc) = (p.best_test_acc, p.last_test_acc);
         if !accuracy_monitored {
             // Bookkeeping of §8.2 step 8: the whole network's accuracy after the hint stage.
             let acc = self.test_accuracy(data)?;
             best_test_acc = Some(acc);
             last_test_acc = None;
         }
+        let mut warnings = Vec::new();
+        if p.epoch > 0 && !p.metric_moved {
+            warnings.push(format!(
+                "the monitored {sel_name} {} stayed at its initial value {} for all {} epochs: the stage did not learn",
+                if accuracy_monitored { "accuracy" } else { "loss" },
+                p.initial_metric,
+                p.epoch
+            ));
+        }
+        for w in &warnings {
+            tracing::warn!("{}: {w}", self.label);
+        }
         Ok(StageOutcome {
             stage: plan.number,
             loss: plan.loss.describe(),
-            epochs: epoch,
-            best_epoch,
-            best_metric,
+            epochs: p.epoch,
+            best_epoch: p.best_epoch,
+            best_metric: p.best_metric,
             monitored: if accuracy_monitored {
-                format!("{} accuracy", if separate_test { "val" } else { "test" })
+                format!("{sel_name} accuracy")
             } else {
-                format!(
-                    "{} {} loss",
-                    if separate_test { "val" } else { "test" },
-                    plan.loss.name()
-                )
+                format!("{sel_name} {} loss", plan.loss.name())
             },
             best_test_acc,
             last_test_acc,
-            stop,
-            seconds: started.elapsed().as_secs_f64(),
-            images_per_sec: images_seen as f64 / train_seconds.max(1e-9),
+            stop: p.schedule.stopped().cloned(),
+            seconds: resumed_seconds + started.elapsed().as_secs_f64(),
+            images_per_sec: p.images_seen as f64 / p.train_seconds.max(1e-9),
+            warnings,
         })
+    }
+
+    fn timing(&self, epoch: u64, seconds: f64, images_per_sec: f64) -> EpochTiming {
+        EpochTiming {
+            stage: self.plan.number,
+            epoch,
+            seconds,
+            images_per_sec,
+        }
     }
 
     fn progress(&self, batches: u64, epoch: u64) -> ProgressBar {
@@ -398,7 +573,6 @@ impl StageRun<'_> {
         bar
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         epoch: u64,
@@ -406,8 +580,6 @@ impl StageRun<'_> {
         sel: &EvalResult,
         test: Option<&EvalResult>,
         lr: f64,
-        seconds: f64,
-        images_per_sec: f64,
         improved: bool,
         cut: bool,
     ) -> EpochMetrics {
@@ -426,11 +598,16 @@ impl StageRun<'_> {
             val_loss,
             val_acc,
             lr,
-            seconds,
-            images_per_sec,
             improved,
             cut,
         }
+    }
+}
+
+/// A sink that only logs the metrics (a stage run outside a run directory: nothing to resume).
+impl EpochSink for pyramid_train::metrics::JsonlWriter {
+    fn epoch_done(&mut self, _student: &Model, done: EpochDone) -> Result<(), Error> {
+        Ok(self.append(&done.metrics)?)
     }
 }
 

@@ -155,6 +155,8 @@ fn stage1_leaves_everything_after_the_compressed_block_bit_identical() {
             adapter: None,
             rng: Rng::new(0),
             show_progress: false,
+            resume: None,
+            interrupt: None,
         }
         .run(
             &StageData {
@@ -230,6 +232,8 @@ fn a_label_stage_that_never_improves_lasts_exactly_30_epochs() {
         adapter: None,
         rng: Rng::new(0),
         show_progress: false,
+        resume: None,
+        interrupt: None,
     }
     .run(
         &StageData {

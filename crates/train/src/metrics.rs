@@ -29,14 +29,23 @@ pub struct EpochMetrics {
     pub val_acc: Option<f64>,
     /// Learning rate used for this epoch's training (first param group).
     pub lr: f64,
-    /// Wall-clock seconds of the epoch (train + eval).
-    pub seconds: f64,
-    /// Training throughput.
-    pub images_per_sec: f64,
     /// The monitored metric improved (a checkpoint was saved).
     pub improved: bool,
     /// The learning rate was cut at the end of this epoch.
     pub cut: bool,
+}
+
+/// Wall-clock figures of one epoch. They live apart from [`EpochMetrics`] (in `timings.jsonl`)
+/// so that a metrics log is a pure function of config and seed: a resumed run's equals an
+/// uninterrupted one's byte for byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochTiming {
+    pub stage: u32,
+    pub epoch: u64,
+    /// Seconds of the epoch (train + eval).
+    pub seconds: f64,
+    /// Training throughput.
+    pub images_per_sec: f64,
 }
 
 /// Appends one JSON object per line and flushes after each, so a crash loses at most the
@@ -89,6 +98,21 @@ impl JsonlWriter {
             .sync_data()
             .map_err(|e| TrainError::io("fsync", &self.path, e))
     }
+}
+
+/// Replaces `path` atomically with one line per record (how a resumed run restores a log to
+/// exactly the epochs its resume state holds).
+pub fn write_jsonl_atomic<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Result<()> {
+    let path = path.as_ref();
+    let mut text = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut text, r).map_err(|e| TrainError::Json {
+            path: Some(path.to_path_buf()),
+            source: e,
+        })?;
+        text.push(b'\n');
+    }
+    crate::fsio::write_atomic(path, &text)
 }
 
 /// Reads every line of a JSON-lines file.

@@ -67,7 +67,7 @@ impl OptimizerState {
                     message: e.to_string(),
                 }
             })?;
-        write_atomic(path, &bytes)
+        write_atomic(path, &pyramid_fsio::canonical_safetensors(bytes))
     }
 
     /// Loads a file written by `save`, tensors placed on `device`.

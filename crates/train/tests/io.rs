@@ -14,8 +14,6 @@ fn metrics(epoch: u64) -> EpochMetrics {
         val_loss: None,
         val_acc: None,
         lr: 1e-4,
-        seconds: 12.5,
-        images_per_sec: 400.0,
         improved: epoch == 1,
         cut: false,
     }

@@ -1,0 +1,193 @@
+//! A level's resume state, `resume.safetensors` in its folder: rewritten atomically at the end
+//! of every epoch, removed when the level completes.
+//!
+//! One file holds everything a resumed run needs to continue exactly where the last completed
+//! epoch left off: the student's weights (`model/…`), the selected weights when they differ
+//! (`best/…`), the optimiser's buffers (`optim/…`), the FitNet regressor (`adapter/…`), and as
+//! metadata the stage in progress, its schedule and bookkeeping, the outcomes of completed
+//! stages and the metrics log so far.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use pyramid_models::Model;
+use pyramid_train::metrics::{EpochMetrics, EpochTiming};
+use pyramid_train::optim::{OptimizerMeta, OptimizerState};
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::RUN_FORMAT;
+use crate::stage::{StageOutcome, StageProgress, StageSnapshot};
+use crate::Error;
+
+/// The file name in a level's folder.
+pub const FILE: &str = "resume.safetensors";
+const META_KEY: &str = "pyramid.resume";
+
+/// The metadata part of a resume state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelProgress {
+    pub format: u32,
+    /// The level's fingerprint: a state of another config is never continued.
+    pub fingerprint: String,
+    /// Index (in the level's plan) of the stage in progress or next to start.
+    pub stage_index: usize,
+    pub completed: Vec<StageOutcome>,
+    /// The stage in progress; `None` when stage `stage_index` has not started.
+    pub stage: Option<StageProgress>,
+    pub optimizer: Option<OptimizerMeta>,
+    pub has_best: bool,
+    pub metrics: Vec<EpochMetrics>,
+    pub timings: Vec<EpochTiming>,
+    pub wall_seconds: f64,
+}
+
+/// A loaded resume state.
+pub struct LevelState {
+    pub progress: LevelProgress,
+    /// The student's weights and buffers.
+    pub model: Vec<(String, Tensor)>,
+    /// The stage in progress, ready for `StageRun::resume`.
+    pub stage: Option<StageSnapshot>,
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes the state atomically. `stage` is the stage in progress (with its tensors).
+pub fn save(
+    path: &Path,
+    progress: &LevelProgress,
+    student: &Model,
+    stage: Option<&StageSnapshot>,
+) -> Result<(), Error> {
+    let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+    for (n, t) in student.snapshot() {
+        tensors.insert(format!("model/{n}"), t);
+    }
+    if let Some(s) = stage {
+        for (k, t) in &s.optimizer.tensors {
+            tensors.insert(format!("optim/{k}"), t.clone());
+        }
+        for (n, t) in s.best.iter().flatten() {
+            tensors.insert(format!("best/{n}"), t.clone());
+        }
+        for (n, t) in &s.adapter {
+            tensors.insert(format!("adapter/{n}"), t.clone());
+        }
+    }
+    let meta = serde_json::to_string(progress).map_err(|e| file_err(path, e))?;
+    let info = HashMap::from([(META_KEY.to_string(), meta)]);
+    let cpu: BTreeMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_, candle_core::Error>>()?;
+    let bytes =
+        safetensors::tensor::serialize(cpu.iter(), Some(info)).map_err(|e| file_err(path, e))?;
+    pyramid_fsio::write_atomic(path, &pyramid_fsio::canonical_safetensors(bytes))
+        .map_err(|e| file_err(&e.path, format!("{}: {}", e.op, e.source)))
+}
+
+/// Reads a state written by [`save`]; tensors go to `device`.
+pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
+    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| {
+            file_err(
+                path,
+                format!("no `{META_KEY}` metadata: not a resume state"),
+            )
+        })?;
+    let progress: LevelProgress =
+        serde_json::from_str(meta).map_err(|e| file_err(path, format!("bad `{META_KEY}`: {e}")))?;
+    if progress.format != RUN_FORMAT {
+        return Err(file_err(
+            path,
+            format!(
+                "resume state of run format {}, this build writes {RUN_FORMAT}",
+                progress.format
+            ),
+        ));
+    }
+    let all = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let (mut model, mut best, mut optim, mut adapter) =
+        (Vec::new(), Vec::new(), BTreeMap::new(), Vec::new());
+    let mut names: Vec<_> = all.into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, t) in names {
+        match k.split_once('/') {
+            Some(("model", n)) => model.push((n.to_string(), t)),
+            Some(("best", n)) => best.push((n.to_string(), t)),
+            Some(("optim", n)) => {
+                optim.insert(n.to_string(), t);
+            }
+            Some(("adapter", n)) => adapter.push((n.to_string(), t)),
+            _ => return Err(file_err(path, format!("unexpected tensor `{k}`"))),
+        }
+    }
+    let stage = match (&progress.stage, &progress.optimizer) {
+        (Some(p), Some(meta)) => Some(StageSnapshot {
+            progress: p.clone(),
+            optimizer: OptimizerState {
+                meta: meta.clone(),
+                tensors: optim,
+            },
+            best: progress.has_best.then_some(best),
+            adapter,
+        }),
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(file_err(
+                path,
+                "a stage in progress without its optimiser state",
+            ))
+        }
+    };
+    Ok(LevelState {
+        progress,
+        model,
+        stage,
+    })
+}
+
+/// Reads only the fingerprint of a state (for the run directory's check).
+pub fn fingerprint_of(path: &Path) -> Result<String, Error> {
+    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
+    use std::io::Read;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| file_err(path, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(file_err(path, "not a resume state (header too large)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| file_err(path, e))?;
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__")]
+        metadata: BTreeMap<String, String>,
+    }
+    let h: Header = serde_json::from_slice(&header)
+        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let meta = h
+        .metadata
+        .get(META_KEY)
+        .ok_or_else(|| file_err(path, format!("no `{META_KEY}` metadata")))?;
+    #[derive(Deserialize)]
+    struct Fp {
+        fingerprint: String,
+    }
+    let fp: Fp =
+        serde_json::from_str(meta).map_err(|e| file_err(path, format!("bad `{META_KEY}`: {e}")))?;
+    Ok(fp.fingerprint)
+}

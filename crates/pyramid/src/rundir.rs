@@ -1,0 +1,77 @@
+//! The run directory's lock: one run at a time per directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The lock file's name in a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Held for the whole run; the OS releases it when the process ends, however it ends (even
+/// `kill -9`), so a stale lock file never blocks a later run.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Creates `dir` if needed and locks it, or names the process that holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, Error> {
+        let err = |e: std::io::Error| Error::File {
+            path: dir.join(LOCK_FILE).display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::File {
+            path: dir.display().to_string(),
+            message: format!("cannot create the run directory: {e}"),
+        })?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::Locked {
+                    dir: dir.display().to_string(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        file.set_len(0).map_err(err)?;
+        file.seek(SeekFrom::Start(0)).map_err(err)?;
+        writeln!(file, "pid {} on {}", std::process::id(), host.trim()).map_err(err)?;
+        file.flush().map_err(err)?;
+        Ok(Self { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_holder_and_a_released_one_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(first);
+        RunLock::acquire(dir.path()).unwrap();
+    }
+}
