@@ -156,10 +156,12 @@ pub const CIFAR100_FINE: [&str; 100] = [
     "worm",
 ];
 
-const HINT10: &str = "Download and unpack cifar-10-binary.tar.gz (`fetch` in this crate, or \
+pub(crate) const HINT10: &str =
+    "Download and unpack cifar-10-binary.tar.gz (`fetch` in this crate, or \
     https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz) so that cifar-10-batches-bin/ \
     lies in the data root (or the python version cifar-10-batches-py/).";
-const HINT100: &str = "Download and unpack cifar-100-binary.tar.gz (`fetch` in this crate, or \
+pub(crate) const HINT100: &str =
+    "Download and unpack cifar-100-binary.tar.gz (`fetch` in this crate, or \
     https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz) so that cifar-100-binary/ \
     lies in the data root (or the python version cifar-100-python/).";
 
@@ -353,38 +355,77 @@ pub fn read_cifar100_py(dir: &Path, split: Split, which: Cifar100Labels) -> Resu
     ))
 }
 
+/// A CIFAR folder: the binary version or the python pickles.
+enum Found {
+    Binary(PathBuf),
+    Python(PathBuf),
+}
+
+impl Found {
+    fn into_path(self) -> PathBuf {
+        match self {
+            Found::Binary(p) | Found::Python(p) => p,
+        }
+    }
+}
+
+fn find(root: &Path, bin: (&str, [&str; 2]), py: (&str, [&str; 2])) -> Option<Found> {
+    let first =
+        |(sub, markers): (&str, [&str; 2])| markers.iter().find_map(|m| first_dir(root, sub, m));
+    first(bin)
+        .map(Found::Binary)
+        .or_else(|| first(py).map(Found::Python))
+}
+
+fn find10(root: &Path) -> Option<Found> {
+    find(
+        root,
+        (
+            "cifar-10-batches-bin",
+            ["test_batch.bin", "data_batch_1.bin"],
+        ),
+        ("cifar-10-batches-py", ["test_batch", "data_batch_1"]),
+    )
+}
+
+fn find100(root: &Path) -> Option<Found> {
+    find(
+        root,
+        ("cifar-100-binary", ["test.bin", "train.bin"]),
+        ("cifar-100-python", ["test", "train"]),
+    )
+}
+
+/// The CIFAR-10 folder under `root` (binary preferred over pickles), if any.
+pub fn cifar10_dir(root: &Path) -> Option<PathBuf> {
+    find10(root).map(Found::into_path)
+}
+
+/// The CIFAR-100 folder under `root` (binary preferred over pickles), if any.
+pub fn cifar100_dir(root: &Path) -> Option<PathBuf> {
+    find100(root).map(Found::into_path)
+}
+
 /// Finds the CIFAR-10 folder under `root` and reads it (binary preferred over pickles).
 pub fn read_cifar10(root: &Path, split: Split) -> Result<Dataset> {
-    if let Some(d) = first_dir(root, "cifar-10-batches-bin", "test_batch.bin")
-        .or_else(|| first_dir(root, "cifar-10-batches-bin", "data_batch_1.bin"))
-    {
-        return read_cifar10_bin(&d, split);
+    match find10(root) {
+        Some(Found::Binary(d)) => read_cifar10_bin(&d, split),
+        Some(Found::Python(d)) => read_cifar10_py(&d, split),
+        None => Err(Error::Missing {
+            path: root.join("cifar-10-batches-bin"),
+            hint: HINT10.into(),
+        }),
     }
-    if let Some(d) = first_dir(root, "cifar-10-batches-py", "test_batch")
-        .or_else(|| first_dir(root, "cifar-10-batches-py", "data_batch_1"))
-    {
-        return read_cifar10_py(&d, split);
-    }
-    Err(Error::Missing {
-        path: root.join("cifar-10-batches-bin"),
-        hint: HINT10.into(),
-    })
 }
 
 /// Finds the CIFAR-100 folder under `root` and reads it (binary preferred over pickles).
 pub fn read_cifar100(root: &Path, split: Split, which: Cifar100Labels) -> Result<Dataset> {
-    if let Some(d) = first_dir(root, "cifar-100-binary", "test.bin")
-        .or_else(|| first_dir(root, "cifar-100-binary", "train.bin"))
-    {
-        return read_cifar100_bin(&d, split, which);
+    match find100(root) {
+        Some(Found::Binary(d)) => read_cifar100_bin(&d, split, which),
+        Some(Found::Python(d)) => read_cifar100_py(&d, split, which),
+        None => Err(Error::Missing {
+            path: root.join("cifar-100-binary"),
+            hint: HINT100.into(),
+        }),
     }
-    if let Some(d) = first_dir(root, "cifar-100-python", "test")
-        .or_else(|| first_dir(root, "cifar-100-python", "train"))
-    {
-        return read_cifar100_py(&d, split, which);
-    }
-    Err(Error::Missing {
-        path: root.join("cifar-100-binary"),
-        hint: HINT100.into(),
-    })
 }

@@ -39,6 +39,23 @@ pub enum Error {
         found: u64,
         detail: String,
     },
+    /// The data root does not exist, or holds `kind` in none of its documented layouts.
+    #[error("{}: {problem} ({kind} data root, {origin}); layouts searched: {}. {}",
+        .root.display(), crate::layouts(*.kind), crate::fetch_hint(*.kind))]
+    NoDataset {
+        root: PathBuf,
+        kind: crate::DatasetKind,
+        /// Where the root came from: an argument, `$PYRAMID_DATA` or the kind's default.
+        origin: crate::RootOrigin,
+        /// What is wrong with `root` ("does not exist", ...).
+        problem: String,
+    },
+    /// `verify` found the data unusable (empty split, unofficial size, wrong image shape);
+    /// the summary, with its `problems`, is kept for printing.
+    #[error("{} in {}: verification failed: {}", .summary.kind, .summary.dir.display(), .summary.problems.join("; "))]
+    Verify {
+        summary: Box<crate::verify::Summary>,
+    },
     /// A bad argument (e.g. an unknown dataset name or an unsupported channel conversion).
     #[error("{0}")]
     Invalid(String),

@@ -155,7 +155,7 @@ pub fn fetch_with(
         Some(b) => format!("{}/{}", b.trim_end_matches('/'), spec.file_name),
         None => spec.url.clone(),
     };
-    fetch_archive(&spec, &dir, &url, opts, progress)
+    fetch_archive(&spec, dir.path(), &url, opts, progress)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

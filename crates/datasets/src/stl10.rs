@@ -19,7 +19,7 @@ pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 pub const CLASSES: [&str; 10] = [
     "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
 ];
-const HINT: &str = "Download and unpack stl10_binary.tar.gz (`fetch` in this crate, or \
+pub(crate) const HINT: &str = "Download and unpack stl10_binary.tar.gz (`fetch` in this crate, or \
     http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz) so that the folder \
     stl10_binary/ lies in the data root.";
 
@@ -31,6 +31,13 @@ pub fn stl10_dir(root: &Path) -> PathBuf {
     } else {
         root.to_path_buf()
     }
+}
+
+/// The first of `root/stl10_binary` and `root` that holds `train_X.bin` or `test_X.bin`.
+pub fn find_stl10_dir(root: &Path) -> Option<PathBuf> {
+    [root.join("stl10_binary"), root.to_path_buf()]
+        .into_iter()
+        .find(|d| d.join("train_X.bin").is_file() || d.join("test_X.bin").is_file())
 }
 
 /// Converts one STL-10 image from its stored column-major planes to C×H×W row-major. The

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::{load, resolve_root, DatasetKind, Split};
+use crate::{locate, read_located, shape_problem, DatasetKind, Located, RootOrigin, Split};
 
 /// Facts about one loaded split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,17 +58,46 @@ impl SplitSummary {
     }
 }
 
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every split has its official size and the native image shape.
+    Ok,
+    /// Usable, but some split is not of its official size (accepted by `allow_partial`).
+    Partial,
+    /// See [`Summary::problems`].
+    Failed,
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub kind: String,
+    /// The data root (`<embedded>` for the embedded set).
     pub root: PathBuf,
+    /// How the root was chosen (`None` for the embedded set).
+    pub origin: Option<RootOrigin>,
+    /// The folder the files were read from.
+    pub dir: PathBuf,
     pub class_names: Vec<String>,
     pub splits: Vec<SplitSummary>,
     /// STL-10 `unlabeled_X.bin` image count, if the file is present.
     pub unlabeled: Option<usize>,
-    /// Human-readable deviations from the official data set (sizes); empty if none.
+    /// Accepted deviations from the official data set (sizes, under `allow_partial`).
     pub warnings: Vec<String>,
+    /// Why the data is unusable (empty split, unofficial size, wrong image shape), each
+    /// naming the split or file; empty unless `verdict` is `Failed`.
+    pub problems: Vec<String>,
+    pub verdict: Verdict,
+}
+
+/// Options of [`verify_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Accept splits whose size is not the official one (the verdict is then `Partial`);
+    /// an empty split or a wrong image shape fails regardless.
+    pub allow_partial: bool,
 }
 
 /// Official (train, test) sizes.
@@ -81,37 +110,65 @@ pub fn official_sizes(kind: DatasetKind) -> (usize, usize) {
     }
 }
 
-/// Loads the train and test splits of `kind` (all records are parsed, so every size, label
-/// and format check of the readers runs) and summarises them. Size differences from the
-/// official data set are reported in `warnings`, not as errors.
+/// Images in the official STL-10 `unlabeled_X.bin`.
+pub const STL10_UNLABELED: usize = 100_000;
+
+/// [`verify_with`] with the default options (official sizes required).
 pub fn verify(kind: DatasetKind, dir: Option<&Path>) -> Result<Summary> {
-    let root = resolve_root(kind, dir);
+    verify_with(kind, dir, VerifyOptions::default())
+}
+
+/// Loads the train and test splits of `kind` from where [`locate`] finds them (all records
+/// are parsed, so every size, label and format check of the readers runs) and summarises
+/// them. An empty split, an image shape other than the native one, or (unless
+/// `allow_partial`) a size other than the official one is [`Error::Verify`], which carries
+/// the summary.
+pub fn verify_with(kind: DatasetKind, dir: Option<&Path>, opts: VerifyOptions) -> Result<Summary> {
+    let loc = locate(kind, dir)?;
     let (etr, ete) = official_sizes(kind);
     let mut splits = Vec::new();
     let mut class_names = Vec::new();
     let mut warnings = Vec::new();
-    for (split, exp) in [(Split::Train, etr), (Split::Test, ete)] {
-        let d = load(kind, Some(&root), split)?;
-        let s = SplitSummary::of(split, &d, Some(exp));
-        if !s.count_ok() {
-            warnings.push(format!(
-                "{split}: {} images, the official {kind} has {exp}",
-                s.n
-            ));
+    let mut problems = Vec::new();
+    let mut partial = false;
+    let mut count = |what: String, n: usize, official: usize| {
+        if n == official {
+            return;
         }
+        let msg = format!("{what}: {n} images, the official {kind} has {official}");
+        if n == 0 {
+            problems.push(format!("{what} is empty"));
+        } else if opts.allow_partial {
+            partial = true;
+            warnings.push(format!("{msg} (partial, allowed)"));
+        } else {
+            problems.push(format!("{msg} (--allow-partial accepts this)"));
+        }
+    };
+    let mut shapes = Vec::new();
+    for (split, exp) in [(Split::Train, etr), (Split::Test, ete)] {
+        let d = read_located(kind, &loc, split)?;
+        let s = SplitSummary::of(split, &d, Some(exp));
+        count(split.to_string(), s.n, exp);
+        shapes.extend(shape_problem(kind, &d).map(|m| format!("{split}: {m}")));
         class_names = d.class_names.clone();
         splits.push(s);
     }
+    let (root, origin, data_dir) = match &loc {
+        Located::Embedded => (
+            PathBuf::from("<embedded>"),
+            None,
+            PathBuf::from("<embedded>"),
+        ),
+        Located::Files { root, dir } => {
+            (root.path().to_path_buf(), Some(root.origin()), dir.clone())
+        }
+    };
     let unlabeled = if kind == DatasetKind::Stl10 {
-        let p = crate::stl10::stl10_dir(&root).join("unlabeled_X.bin");
+        let p = data_dir.join("unlabeled_X.bin");
         if p.exists() {
             let u = crate::stl10::UnlabeledStl10::open_file(&p)?;
-            if u.len() != 100_000 {
-                warnings.push(format!(
-                    "unlabeled: {} images, the official STL-10 has 100000",
-                    u.len()
-                ));
-            }
+            count(p.display().to_string(), u.len(), STL10_UNLABELED);
             Some(u.len())
         } else {
             None
@@ -119,23 +176,47 @@ pub fn verify(kind: DatasetKind, dir: Option<&Path>) -> Result<Summary> {
     } else {
         None
     };
-    Ok(Summary {
+    problems.extend(shapes);
+    let verdict = if !problems.is_empty() {
+        Verdict::Failed
+    } else if partial {
+        Verdict::Partial
+    } else {
+        Verdict::Ok
+    };
+    let summary = Summary {
         kind: kind.to_string(),
-        root: if kind == DatasetKind::Embedded {
-            PathBuf::from("<embedded>")
-        } else {
-            root
-        },
+        root,
+        origin,
+        dir: data_dir,
         class_names,
         splits,
         unlabeled,
         warnings,
-    })
+        problems,
+        verdict,
+    };
+    if verdict == Verdict::Failed {
+        return Err(Error::Verify {
+            summary: Box::new(summary),
+        });
+    }
+    Ok(summary)
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} ({})", self.kind, self.root.display())?;
+        match self.origin {
+            Some(o) if self.dir != self.root => writeln!(
+                f,
+                "{} in {} (data root {}, {o})",
+                self.kind,
+                self.dir.display(),
+                self.root.display()
+            )?,
+            Some(o) => writeln!(f, "{} in {} ({o})", self.kind, self.dir.display())?,
+            None => writeln!(f, "{} ({})", self.kind, self.dir.display())?,
+        }
         for s in &self.splits {
             writeln!(
                 f,
@@ -173,7 +254,15 @@ impl fmt::Display for Summary {
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;
         }
-        Ok(())
+        for p in &self.problems {
+            writeln!(f, "  problem: {p}")?;
+        }
+        let verdict = match self.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Partial => "partial (sizes differ from the official data set)",
+            Verdict::Failed => "FAILED",
+        };
+        writeln!(f, "  verdict: {verdict}")
     }
 }
 

@@ -376,7 +376,7 @@ fn missing_dataset_is_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
     for kind in ["stl10", "cifar10", "cifar100"] {
         let e = load(kind.parse().unwrap(), Some(t.path()), Split::Train).unwrap_err();
-        assert!(matches!(e, Error::Missing { .. }), "{kind}: {e}");
+        assert!(matches!(e, Error::NoDataset { .. }), "{kind}: {e}");
         assert!(e.to_string().contains("fetch"), "{e}");
     }
 }
