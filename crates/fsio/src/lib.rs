@@ -272,7 +272,7 @@ mod tests {
         // Header {"b":.., "__metadata__":{"z":"1","a":"2"}, "a":..} padded to 8 bytes.
         let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"z":"1","a":"2"}}"#;
         let mut h = header.to_vec();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut bytes = (h.len() as u64).to_le_bytes().to_vec();

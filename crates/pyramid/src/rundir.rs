@@ -29,25 +29,32 @@ impl RunLock {
             message: format!("cannot create the run directory: {e}"),
         })?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(Error::Locked {
-                    dir: dir.display().to_string(),
-                    holder: holder.trim().to_string(),
-                });
+        let mut file = loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(err)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    return Err(Error::Locked {
+                        dir: dir.display().to_string(),
+                        holder: holder.trim().to_string(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
-        }
+            // The holder removes the file when it ends: a lock taken on a file that was
+            // unlinked meanwhile guards nothing, so try again on the new one.
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         file.set_len(0).map_err(err)?;
         file.seek(SeekFrom::Start(0)).map_err(err)?;
@@ -61,6 +68,29 @@ impl RunLock {
     }
 }
 
+impl Drop for RunLock {
+    /// Removes the lock file (still holding the lock), so a finished or failed run leaves
+    /// the directory as it found it. A killed run leaves the file, unlocked: the next run
+    /// takes it over.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +102,8 @@ mod tests {
         let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(first);
-        RunLock::acquire(dir.path()).unwrap();
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        let again = RunLock::acquire(dir.path()).unwrap();
+        assert!(again.path().exists());
     }
 }

@@ -573,6 +573,7 @@ impl StageRun<'_> {
         bar
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         epoch: u64,
