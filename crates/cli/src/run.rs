@@ -36,11 +36,36 @@ pub struct RunArgs {
     force: bool,
 }
 
+/// Builds the plan and loads the data, reporting the problems of both at once: what a run
+/// would meet before its first epoch, found without training or writing anything.
+fn validate(
+    config: &std::path::Path,
+    cfg: &ExperimentConfig,
+) -> Result<(Plan, pyramid::data::ExperimentData)> {
+    let plan = cfg.validate().map_err(anyhow::Error::from).and_then(|_| {
+        Plan::build(cfg).with_context(|| format!("planning {}", config.display()))
+    });
+    let data = pyramid::data::ExperimentData::load(cfg, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the data of {}", config.display()));
+    match (plan, data) {
+        (Ok(p), Ok(d)) => Ok((p, d)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(p), Err(d)) => Err(anyhow::anyhow!("{p:#}\nand {d:#}")),
+    }
+}
+
 pub fn run(a: RunArgs) -> Result<()> {
-    let cfg = ExperimentConfig::from_file(&a.config)?;
+    let mut cfg = ExperimentConfig::from_file(&a.config)?;
     if a.dry_run {
-        let plan = Plan::build(&cfg).with_context(|| format!("planning {}", a.config.display()))?;
+        if let Some(d) = &a.data_dir {
+            cfg.data.root = Some(d.clone());
+        }
+        let (plan, data) = validate(&a.config, &cfg)?;
         print!("{}", plan.to_text());
+        println!(
+            "data: {} train / {} test images of {}, found and read. Nothing was written.",
+            data.train_len, data.test_len, cfg.data.dataset
+        );
         return Ok(());
     }
     // SIGINT / SIGTERM stop the run after its current batch; a second one ends it at once.
@@ -97,9 +122,7 @@ pub fn check(a: CheckArgs) -> Result<()> {
     if let Some(d) = a.data_dir {
         cfg.data.root = Some(d);
     }
-    let plan = Plan::build(&cfg).with_context(|| format!("planning {}", a.config.display()))?;
-    let data = pyramid::data::ExperimentData::load(&cfg, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading the data of {}", a.config.display()))?;
+    let (plan, data) = validate(&a.config, &cfg)?;
     println!(
         "{}: ok. {} levels to train ({} stages) in {} chains; {}: {} train / {} test images. Nothing was written.",
         a.config.display(),

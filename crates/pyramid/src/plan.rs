@@ -350,6 +350,8 @@ impl Builder<'_> {
         let recipe = (info.level)(&level)?;
         let mut deps: Vec<ModelRef> = recipe.teacher.iter().cloned().collect();
         deps.push(recipe.init.from.clone());
+        // A method whose teacher is also its init would report a missing level twice.
+        deps.dedup();
         for dep in deps.iter().filter(|d| !d.is_teacher()) {
             let dep_model = dep.model();
             let dep_method = dep.method().unwrap_or_default();

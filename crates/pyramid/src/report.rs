@@ -79,11 +79,12 @@ pub fn markdown(r: &Results) -> String {
         ));
         if let Some(t) = &r.teacher {
             s.push_str(&format!(
-                "| VGG19 (teacher) | {} | {} | {} ({}) |{}\n",
+                "| VGG19 (teacher) | {} | {} | {} ({}){} |{}\n",
                 millions(t.params),
                 mmacs(t.macs),
                 pct(t.best_test_acc),
                 pct(t.last_test_acc),
+                if t.warnings.is_empty() { "" } else { " ⚠" },
                 " |".repeat(cols.len().saturating_sub(1))
             ));
         }
@@ -98,7 +99,14 @@ pub fn markdown(r: &Results) -> String {
             let cells: Vec<String> = found
                 .iter()
                 .map(|x| {
-                    x.map(|x| format!("{} ({})", pct(x.best_test_acc), pct(x.last_test_acc)))
+                    x.map(|x| {
+                        format!(
+                            "{} ({}){}",
+                            pct(x.best_test_acc),
+                            pct(x.last_test_acc),
+                            if x.warnings.is_empty() { "" } else { " ⚠" }
+                        )
+                    })
                         .unwrap_or_else(|| "–".into())
                 })
                 .collect();
@@ -124,6 +132,32 @@ pub fn markdown(r: &Results) -> String {
                 "---:|".repeat(others.len())
             ));
         }
+    }
+    let warned: Vec<&LevelResult> = r
+        .teacher
+        .iter()
+        .chain(r.levels.iter())
+        .filter(|l| !l.warnings.is_empty())
+        .collect();
+    if !warned.is_empty() {
+        s.push_str("## Warnings\n\nThese models show signs of not having learned; their numbers above are not comparisons.\n\n");
+        for l in warned {
+            let at = if l.method == "teacher" {
+                "teacher".to_string()
+            } else {
+                format!("{}/{}/{}", l.scheme, l.method, l.model)
+            };
+            for w in &l.warnings {
+                s.push_str(&format!("- **{at}**: {w}\n"));
+            }
+        }
+        s.push('\n');
+    }
+    if !r.excluded.is_empty() {
+        s.push_str(&format!(
+            "Left out: {} (trained with another seed, data set or model options; delete them or use another run directory).\n\n",
+            r.excluded.join(", ")
+        ));
     }
     s.push_str("## Stages\n\n| Model | Method | Stage | Loss | Epochs | Best epoch | Monitored | Best | Test acc after | Stop | Time (s) | img/s |\n|---|---|---:|---|---:|---:|---|---:|---:|---|---:|---:|\n");
     for l in r.teacher.iter().chain(r.levels.iter()) {
