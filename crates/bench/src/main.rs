@@ -15,8 +15,11 @@
 //! for inference and 6×MACs for a training step (backward ≈ 2× forward).
 //!
 //! `pyramid-bench data ...` (`cargo xtask bench data`) is the input-pipeline bench: see data.rs.
+//! `pyramid-bench resume ...` (`cargo xtask bench resume`) times the per-epoch resume state: see
+//! resume.rs.
 
 mod data;
+mod resume;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -455,6 +458,10 @@ fn main() -> Result<()> {
     // `pyramid-bench data ...`: the input-pipeline bench (data.rs).
     if std::env::args_os().nth(1).is_some_and(|a| a == "data") {
         return data::main(std::env::args_os().skip(2));
+    }
+    // `pyramid-bench resume ...`: the per-epoch resume state's cost (resume.rs).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "resume") {
+        return resume::main(std::env::args_os().skip(2));
     }
     let a = Args::parse();
     let threads = a.threads.unwrap_or_else(|| {
