@@ -21,10 +21,11 @@ tasks:
                            run experiment configs in sequence with the release `pyramid` binary
   bench [ARGS]             training / inference throughput of VGG19 and SVGG5 (see `cargo xtask bench --help`)
   bench data [ARGS]        input-pipeline throughput vs torchvision's DataLoader (`cargo xtask bench data --help`)
+  bench resume [ARGS]      seconds and bytes of the per-epoch resume state (`cargo xtask bench resume --help`)
   data fetch stl10|cifar100|cifar10 [--dir D]
                            download an official archive, verify its checksum, extract atomically
   data verify|show ...     forwarded to `pyramid data ...`
-  ci [--cuda]              the CI test command; --cuda also compiles the cuda/cudnn features (CUDA-BUILD.md)
+  ci [--cuda]              the CI test command; --cuda also compiles the cuda/cudnn features (docs/cuda.md)
 ";
 
 fn main() -> Result<()> {
