@@ -123,7 +123,9 @@ impl Fingerprints {
         let mut all = BTreeMap::new();
         let teacher = {
             let mut v = common.clone();
-            v["teacher"] = serde_json::to_value(&cfg.teacher).expect("configs serialise");
+            // The source's kind and file content; its recipe is in the resolved stage (so two
+            // spellings of one recipe agree).
+            v["teacher"] = Value::String(teacher_source(cfg).into());
             v["teacher_file_sha256"] = match teacher_file(cfg) {
                 Some(p) => {
                     Value::String(file_sha256(p).unwrap_or_else(|e| format!("unreadable: {e}")))
@@ -143,6 +145,15 @@ impl Fingerprints {
 
     pub fn get(&self, at: &str) -> &Fingerprint {
         &self.0[at]
+    }
+}
+
+fn teacher_source(cfg: &ExperimentConfig) -> &'static str {
+    use crate::config::TeacherConfig;
+    match &cfg.teacher {
+        TeacherConfig::Train { .. } => "train",
+        TeacherConfig::Load { .. } => "load",
+        TeacherConfig::Torchvision { .. } => "torchvision",
     }
 }
 

@@ -107,7 +107,7 @@ pub fn markdown(r: &Results) -> String {
                             if x.warnings.is_empty() { "" } else { " ⚠" }
                         )
                     })
-                        .unwrap_or_else(|| "–".into())
+                    .unwrap_or_else(|| "–".into())
                 })
                 .collect();
             s.push_str(&format!(

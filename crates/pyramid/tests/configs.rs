@@ -90,3 +90,46 @@ fn paper_configs_carry_the_paper_hyper_parameters() {
         }
     }
 }
+
+/// Configs that share a run directory must agree on every model they share (the teacher, the
+/// Pyramid levels the Gram methods start from): otherwise the second one refuses the
+/// directory. Data content is stood in for by a fixed identity (the data sets are not here).
+#[test]
+fn configs_sharing_a_run_directory_agree_on_the_models_they_share() {
+    use pyramid::fingerprint::{DataIdentity, Fingerprints};
+    use std::collections::BTreeMap;
+    type Seen = BTreeMap<String, (pyramid::fingerprint::Fingerprint, PathBuf)>;
+    let mut by_dir: BTreeMap<PathBuf, Seen> = BTreeMap::new();
+    let mut shared = 0;
+    for path in toml_files(&configs_dir()) {
+        let cfg = ExperimentConfig::from_file(&path).unwrap();
+        let plan = Plan::build(&cfg).unwrap();
+        let data = DataIdentity::new(&cfg, BTreeMap::new());
+        let fps = Fingerprints::of_plan(&cfg, &plan, &data, cfg.data.dataset.num_classes());
+        let seen = by_dir.entry(cfg.out_dir.clone()).or_default();
+        // In plan order, so that the first disagreement is the root one.
+        let order =
+            std::iter::once("teacher".to_string()).chain(plan.steps.iter().map(|s| s.at.0.clone()));
+        for at in order {
+            let fp = fps.get(&at).clone();
+            match seen.get(&at) {
+                Some((theirs, first)) => {
+                    shared += 1;
+                    assert_eq!(
+                        theirs.hash,
+                        fp.hash,
+                        "{at} in {}: {} and {} disagree: {:#?}",
+                        cfg.out_dir.display(),
+                        first.display(),
+                        path.display(),
+                        fp.differences(&theirs.inputs)
+                    );
+                }
+                None => {
+                    seen.insert(at, (fp, path.clone()));
+                }
+            }
+        }
+    }
+    assert!(shared > 20, "only {shared} shared models checked");
+}
