@@ -2,6 +2,7 @@
 //! tasks drive `cargo` through the `CARGO` env var and shell out to the `pyramid` binary.
 
 mod bench;
+mod tidy;
 mod ci;
 mod data;
 mod pyramid;
@@ -25,6 +26,7 @@ tasks:
   data fetch stl10|cifar100|cifar10 [--dir D]
                            download an official archive, verify its checksum, extract atomically
   data verify|show ...     forwarded to `pyramid data ...`
+  tidy                     the workspace's conventions: no private paths, SAFETY comments, no unwrap in libraries, no unused dependencies
   ci [--cuda]              the CI test command; --cuda also compiles the cuda/cudnn features (docs/cuda.md)
 ";
 
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(&rest),
         "data" => data::run(&rest),
         "ci" => ci::run(&rest),
+        "tidy" => tidy::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{TASKS}");
             Ok(())
