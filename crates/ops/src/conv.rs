@@ -1,4 +1,5 @@
-//! CPU f32 convolution kernels: im2col / col2im + `gemm`, multi-threaded with rayon.
+//! CPU f32 convolution kernels: im2col / col2im + `gemm`, multi-threaded with rayon; 3×3
+//! stride-1 layers go to [`crate::winograd`] where the options choose it.
 //!
 //! Layout conventions (all row-major, contiguous):
 //! * `x`   `[B, C, H, W]`
@@ -9,14 +10,14 @@
 //! so that the gemm `N` dimension is large enough), or one image processed in row *chunks*
 //! (large feature maps, so that the im2col buffer of a chunk stays cache-sized). Units are
 //! spread over rayon worker threads ([`run_units`]); each thread keeps its scratch buffers in
-//! thread-local storage.
-//!
-//! Results are bit-identical whatever the thread count: the units depend on the geometry only
-//! (a gemm's rounding depends on its shape), sums over units go through a fixed number of
-//! per-group partial accumulators added in group order, and gemm's own parallelism splits the
-//! destination, never the reduction (checked by `tests/threads.rs`).
+//! thread-local storage. The units depend on the geometry only, so the results do not depend
+//! on the thread count (see [`crate::par`]).
 
-use gemm::Parallelism;
+use crate::geom::Geom;
+use crate::par::{
+    acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, with_scratch,
+    KeptBuf, SendPtr,
+};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,95 +28,12 @@ static MIN_COLS: AtomicUsize = AtomicUsize::new(256);
 /// Small feature maps are grouped into at least this many units (when there are that many
 /// images), so that threads get work; more would shrink the gemms (and with them the speed).
 const MIN_UNITS: usize = 4;
-/// Partial sums of a weight gradient: groups of units, each with its own weight-sized
-/// accumulator, added in group order at the end. Their number is fixed by the geometry, not
-/// the thread count, so that the sum does not depend on it: up to `ACC_GROUPS` (enough to
-/// balance 2, 4 and 8 threads) within `ACC_BYTES` of accumulators, but at least 2.
-pub(crate) const ACC_GROUPS: usize = 8;
-/// Memory budget of the partial weight-gradient accumulators of one op: beyond it, each one
-/// costs more in page faults and additions than the parallelism it buys (with fewer groups
-/// than threads, gemm itself runs on several threads).
-const ACC_BYTES: usize = 16 << 20;
-
-/// Partial-sum groups for weight-gradient accumulators of `floats` floats (see [`ACC_GROUPS`]).
-pub(crate) fn acc_groups(floats: usize) -> usize {
-    (ACC_BYTES / (4 * floats).max(1)).clamp(2, ACC_GROUPS)
-}
 
 /// Benchmark knob: target bytes of an im2col chunk and minimum gemm columns per unit.
 #[doc(hidden)]
 pub fn set_tiling(tile_bytes: usize, min_cols: usize) {
     TILE_BYTES.store(tile_bytes.max(1), Ordering::Relaxed);
     MIN_COLS.store(min_cols.max(1), Ordering::Relaxed);
-}
-
-/// Convolution geometry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Geom {
-    pub b: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub k: usize,
-    pub s: usize,
-    pub p: usize,
-    pub ho: usize,
-    pub wo: usize,
-}
-
-impl Geom {
-    /// Returns `None` when the (padded) input is smaller than the kernel or stride is 0.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        b: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-        o: usize,
-        k: usize,
-        s: usize,
-        p: usize,
-    ) -> Option<Self> {
-        if s == 0 || k == 0 || h + 2 * p < k || w + 2 * p < k {
-            return None;
-        }
-        let ho = (h + 2 * p - k) / s + 1;
-        let wo = (w + 2 * p - k) / s + 1;
-        Some(Self {
-            b,
-            c,
-            h,
-            w,
-            o,
-            k,
-            s,
-            p,
-            ho,
-            wo,
-        })
-    }
-    #[inline]
-    pub fn kk(&self) -> usize {
-        self.c * self.k * self.k
-    }
-    #[inline]
-    pub fn npix(&self) -> usize {
-        self.ho * self.wo
-    }
-    #[inline]
-    fn in_img(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    #[inline]
-    fn out_img(&self) -> usize {
-        self.o * self.npix()
-    }
-    /// 1x1 stride-1 unpadded conv: the input itself is the im2col matrix.
-    #[inline]
-    fn pointwise(&self) -> bool {
-        self.k == 1 && self.s == 1 && self.p == 0
-    }
 }
 
 /// A unit of work: images `b0..b0+nb`; when `nb == 1` the image is processed in chunks
@@ -174,19 +92,6 @@ impl Plan {
     }
 }
 
-/// Raw pointer wrapper to share disjoint output regions between threads.
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    // A method (not field access) so closures capture the whole `Send + Sync` wrapper.
-    #[inline]
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 #[derive(Default)]
 struct Scratch {
     col: Vec<f32>,
@@ -196,143 +101,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Runs `f` with this thread's scratch buffers, moved out of the thread-local for the call: a
-/// multi-threaded gemm inside `f` may run another unit on this thread while it waits, which
-/// then gets fresh buffers instead of a second borrow.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut sc = SCRATCH.take();
-    let r = f(&mut sc);
-    SCRATCH.set(sc);
-    r
-}
-
-/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, or `dst += lhs · rhs` with `accumulate`, in f32. `dst` has
-/// unit column stride and row stride `dst_rs`; `lhs` and `rhs` are given as
-/// `(column stride, row stride)`.
-///
-/// # Safety
-/// The three matrices lie inside live allocations with these strides, and `dst` overlaps
-/// neither input.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_cs, lhs_rs): (usize, usize),
-    rhs: *const f32,
-    (rhs_cs, rhs_rs): (usize, usize),
-    par: Parallelism,
-) {
-    // alpha (the factor on dst) only counts when `read_dst`; beta scales lhs·rhs.
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    )
-}
-
-/// A vector of `n` floats for a caller that writes every element before reading any: skips
-/// the zeroing, a memset of up to hundreds of MB per training step.
-#[allow(clippy::uninit_vec)]
-pub(crate) fn alloc_overwritten(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns, and every caller overwrites all `n` elements
-    // (gemm with `read_dst = false`, or plain stores) before anything reads them.
-    unsafe { v.set_len(n) };
-    v
-}
-
-#[inline]
-pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
-}
-
-/// Runs `f(acc, unit, parallelism_for_gemm)` on units `0..nunits`, split into
-/// `min(ngroups, nunits)` groups of consecutive units: each group starts from `init()` and
-/// folds its units in order into its accumulator. Returns the accumulators in group order.
-///
-/// The groups depend on the arguments only, never on the thread count, so whatever runs where,
-/// each accumulator holds the same sum and the caller adds them in a fixed order. Groups are
-/// taken by threads dynamically; with fewer groups than threads, gemm is multi-threaded too
-/// (it splits the destination, not the reduction, so the bits do not change).
-pub(crate) fn run_units<A: Send, I: Fn() -> A + Sync, F: Fn(&mut A, usize, Parallelism) + Sync>(
-    nunits: usize,
-    ngroups: usize,
-    init: I,
-    f: F,
-) -> Vec<A> {
-    use rayon::prelude::*;
-    if nunits == 0 {
-        return Vec::new();
-    }
-    let ng = ngroups.clamp(1, nunits);
-    let nt = rayon::current_num_threads().max(1);
-    let par = if nt > ng {
-        Parallelism::Rayon(nt.div_ceil(ng))
-    } else {
-        Parallelism::None
-    };
-    let group = |gi: usize| {
-        let mut acc = init();
-        for u in gi * nunits / ng..(gi + 1) * nunits / ng {
-            f(&mut acc, u, par);
-        }
-        acc
-    };
-    if ng == 1 || nt == 1 {
-        (0..ng).map(group).collect()
-    } else {
-        (0..ng).into_par_iter().with_max_len(1).map(group).collect()
-    }
-}
-
-/// Sums accumulators in the given (group) order: element `i` is `((a0[i] + a1[i]) + a2[i]) …`
-/// whatever the thread count. `None` marks a group that wrote nothing; with no accumulator at
-/// all the sum is `n` zeros.
-pub(crate) fn sum_accumulators(
-    parts: impl IntoIterator<Item = Option<Vec<f32>>>,
-    n: usize,
-) -> Vec<f32> {
-    use rayon::prelude::*;
-    const CH: usize = 1 << 14;
-    let mut it = parts.into_iter().flatten();
-    let Some(mut sum) = it.next() else {
-        return vec![0.0; n];
-    };
-    let rest: Vec<Vec<f32>> = it.collect();
-    // One pass, a cache-sized chunk of the sum at a time through every part.
-    sum.par_chunks_mut(CH).enumerate().for_each(|(ci, d)| {
-        for a in &rest {
-            let s = &a[ci * CH..ci * CH + d.len()];
-            d.iter_mut().zip(s).for_each(|(d, s)| *d += *s);
-        }
-    });
-    sum
 }
 
 /// Output-column range `[lo, hi)` of a stride-1 row for kernel column `kw`: the columns whose
@@ -542,7 +310,7 @@ pub(crate) fn conv_fwd(
         || (),
         |_, ui, par| {
             let u = pl.unit(g, ui);
-            with_scratch(|sc| {
+            with_scratch(&SCRATCH, |sc| {
                 for (oh0, oh1) in chunks(g, &pl) {
                     let seg = (oh1 - oh0) * g.wo;
                     let n = u.nb * seg;
@@ -631,9 +399,9 @@ fn sum_f32(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
 }
 
-/// Reused buffer for the ReLU-masked output gradient (a temporary of the backward pass): saves
-/// allocating and page-faulting a fresh activation-sized buffer per backward call.
-static MASK_BUF: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+/// The ReLU-masked output gradient, a temporary of the backward pass: kept, so that a backward
+/// call does not allocate and page-fault a fresh activation-sized buffer.
+static MASK_BUF: KeptBuf = KeptBuf::new();
 
 /// `out = gy * (y > 0)` in parallel (branch-free select, vectorisable).
 fn relu_mask_into(out: &mut [f32], gy: &[f32], y: &[f32]) {
@@ -652,6 +420,7 @@ fn relu_mask_into(out: &mut [f32], gy: &[f32], y: &[f32]) {
         });
 }
 
+/// Gradients of a convolution (see [`ConvGrads`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_bwd(
     g: &Geom,
@@ -663,22 +432,27 @@ pub(crate) fn conv_bwd(
     need_w: bool,
     need_b: bool,
 ) -> ConvGrads {
+    match y_relu {
+        Some(y) if need_x || need_w || need_b => MASK_BUF.with(|buf| {
+            let masked = grow(buf, gy.len());
+            relu_mask_into(masked, gy, y);
+            conv_bwd_masked(g, x, w, masked, need_x, need_w, need_b)
+        }),
+        _ => conv_bwd_masked(g, x, w, gy, need_x, need_w, need_b),
+    }
+}
+
+/// [`conv_bwd`] given the output gradient of the convolution itself (ReLU already applied).
+fn conv_bwd_masked(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+) -> ConvGrads {
     let (kk, o, np) = (g.kk(), g.o, g.npix());
-    // Output gradient, masked by the ReLU when fused.
-    let mut fresh = Vec::new();
-    let mut guard: Option<std::sync::MutexGuard<'_, Vec<f32>>> = None;
-    let gy: &[f32] = match y_relu {
-        Some(y) if need_x || need_w || need_b => {
-            let buf: &mut Vec<f32> = match MASK_BUF.try_lock() {
-                Ok(gd) => guard.insert(gd),
-                Err(_) => &mut fresh, // concurrent backward: use a private buffer
-            };
-            let out = grow(buf, gy.len());
-            relu_mask_into(out, gy, y);
-            out
-        }
-        _ => gy,
-    };
     // Stride 1: the input gradient is a convolution of the output gradient with the flipped,
     // transposed kernel (padding K-1-p), computed by `conv_fwd` directly into gx: a gemm with
     // depth O*K*K and no col2im scatter.
@@ -740,7 +514,7 @@ pub(crate) fn conv_bwd(
         |acc, ui, par| {
             let u = pl.unit(g, ui);
             let (gw_acc, gb_acc, gw_init) = acc;
-            with_scratch(|sc| {
+            with_scratch(&SCRATCH, |sc| {
                 for (oh0, oh1) in chunks(g, &pl) {
                     let seg = (oh1 - oh0) * g.wo;
                     let n = u.nb * seg;

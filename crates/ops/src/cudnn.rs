@@ -34,7 +34,7 @@ use cudarc::cudnn::{
 };
 use cudarc::driver::{CudaSlice, CudaView};
 
-use crate::conv::Geom;
+use crate::geom::Geom;
 
 // ------------------------------------------------------------------------------- settings
 

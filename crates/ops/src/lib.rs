@@ -34,6 +34,8 @@ mod batch_norm;
 mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
+mod geom;
+mod par;
 mod pool;
 mod simd;
 mod winograd;
@@ -200,7 +202,7 @@ struct Conv {
 }
 
 impl Conv {
-    fn geom(&self, xl: &Layout, wl: &Layout, bl: Option<&Layout>) -> Result<conv::Geom> {
+    fn geom(&self, xl: &Layout, wl: &Layout, bl: Option<&Layout>) -> Result<geom::Geom> {
         let (b, c, h, w) = xl.shape().dims4()?;
         let (o, ci, kh, kw) = wl.shape().dims4()?;
         if ci != c || kh != kw {
@@ -218,7 +220,7 @@ impl Conv {
                 );
             }
         }
-        match conv::Geom::new(b, c, h, w, o, kh, self.stride, self.padding) {
+        match geom::Geom::new(b, c, h, w, o, kh, self.stride, self.padding) {
             Some(g) => Ok(g),
             None => bail!(
                 "pyramid-ops conv2d: bad geometry input {:?} kernel {kh} stride {} padding {}",

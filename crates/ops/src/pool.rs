@@ -14,7 +14,7 @@ fn planes_per_task(plane: usize) -> usize {
 pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     // Every output element is written below.
-    let mut y = crate::conv::alloc_overwritten(planes * ho * wo);
+    let mut y = crate::par::alloc_overwritten(planes * ho * wo);
     if y.is_empty() {
         return y;
     }
@@ -61,7 +61,7 @@ pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize)
     // The windows cover every input element when both sizes are even; an odd trailing row or
     // column gets no gradient and must start at zero.
     let mut gx = if h.is_multiple_of(2) && w.is_multiple_of(2) {
-        crate::conv::alloc_overwritten(planes * h * w)
+        crate::par::alloc_overwritten(planes * h * w)
     } else {
         vec![0.0f32; planes * h * w]
     };
