@@ -7,13 +7,14 @@
 //!     [--only SUBSTRING]
 //! ```
 //!
-//! The convolution algorithm follows `PYRAMID_CONV_ALGO` (`auto`, `im2col`, `winograd`).
+//! The convolution algorithm follows `PYRAMID_CONV_ALGO` (`auto`, `im2col`, `winograd`); the
+//! other flags set the tiling of [`pyramid_ops::ConvOptions`] (defaults: the built-in values).
 //!
 //! `fwd` = conv + bias + ReLU forward; `bwd` = `y.backward()` (input, weight and bias
 //! gradients, including candle's gradient-accumulation overhead). GFLOP/s counts 2*MACs for
 //! the forward and 4*MACs for the backward.
 use candle_core::{Device, Tensor, Var};
-use pyramid_ops::Backend;
+use pyramid_ops::{Backend, ConvOptions};
 use std::time::Instant;
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -59,13 +60,15 @@ fn main() -> candle_core::Result<()> {
     let batch: usize = arg("--batch", 32);
     let reps: usize = arg("--reps", 3);
     let no_candle = std::env::args().any(|a| a == "--no-candle");
+    let mut opts = ConvOptions::default();
     let wino_block: usize = arg("--wino-block", 0);
     if wino_block > 0 {
-        pyramid_ops::set_winograd_block(wino_block);
+        opts.winograd_block_floats = wino_block;
     }
     let tile: usize = arg("--tile", 0);
     if tile > 0 {
-        pyramid_ops::set_tiling(tile, arg("--min-cols", 256));
+        opts.im2col_tile_bytes = tile;
+        opts.im2col_min_cols = arg("--min-cols", 256);
     }
     let dev = Device::Cpu;
     println!(
@@ -125,8 +128,10 @@ fn main() -> candle_core::Result<()> {
                 continue;
             }
             let reps = if backend == Backend::Candle { 1 } else { reps };
-            let f =
-                || pyramid_ops::conv2d_relu(x, w.as_tensor(), Some(b.as_tensor()), 1, 1, backend);
+            let f = || {
+                let (w, b) = (w.as_tensor(), Some(b.as_tensor()));
+                pyramid_ops::conv2d_relu_with(x, w, b, 1, 1, backend, &opts)
+            };
             f()?.backward()?; // warm-up
             let tf = best_of(reps, || f().map(|_| ()));
             let y = f()?;

@@ -1,5 +1,5 @@
 //! CPU f32 convolution kernels: im2col / col2im + `gemm`, multi-threaded with rayon; 3×3
-//! stride-1 layers go to [`crate::winograd`] where the options choose it.
+//! stride-1 layers go to [`crate::winograd`] where the options' algorithm takes it.
 //!
 //! Layout conventions (all row-major, contiguous):
 //! * `x`   `[B, C, H, W]`
@@ -14,27 +14,16 @@
 //! on the thread count (see [`crate::par`]).
 
 use crate::geom::Geom;
+use crate::options::ConvOptions;
 use crate::par::{
     acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, with_scratch,
     KeptBuf, SendPtr,
 };
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Target size in bytes of one im2col chunk (see module docs). Tunable for benchmarks.
-static TILE_BYTES: AtomicUsize = AtomicUsize::new(2 << 20);
-/// Minimum number of gemm columns per unit for small feature maps.
-static MIN_COLS: AtomicUsize = AtomicUsize::new(256);
 /// Small feature maps are grouped into at least this many units (when there are that many
 /// images), so that threads get work; more would shrink the gemms (and with them the speed).
 const MIN_UNITS: usize = 4;
-
-/// Benchmark knob: target bytes of an im2col chunk and minimum gemm columns per unit.
-#[doc(hidden)]
-pub fn set_tiling(tile_bytes: usize, min_cols: usize) {
-    TILE_BYTES.store(tile_bytes.max(1), Ordering::Relaxed);
-    MIN_COLS.store(min_cols.max(1), Ordering::Relaxed);
-}
 
 /// A unit of work: images `b0..b0+nb`; when `nb == 1` the image is processed in chunks
 /// of `rows` output rows.
@@ -53,11 +42,11 @@ struct Plan {
     nunits: usize,
 }
 
-/// The units of a convolution: a function of the geometry (and the tiling knobs) only.
-fn plan(g: &Geom) -> Plan {
+/// The units of a convolution: a function of the geometry and the tiling options only.
+fn plan(g: &Geom, opts: &ConvOptions) -> Plan {
     let p = g.npix().max(1);
-    let tile_cols = (TILE_BYTES.load(Ordering::Relaxed) / (4 * g.kk().max(1))).max(g.wo.max(1));
-    let min_cols = MIN_COLS.load(Ordering::Relaxed);
+    let tile_cols = (opts.im2col_tile_bytes / (4 * g.kk().max(1))).max(g.wo.max(1));
+    let min_cols = opts.im2col_min_cols.max(1);
     if p >= min_cols {
         // One image per unit, chunked by rows.
         let rows_max = (tile_cols / g.wo.max(1)).clamp(1, g.ho.max(1));
@@ -291,16 +280,17 @@ pub(crate) fn conv_fwd(
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
+    opts: &ConvOptions,
 ) -> Vec<f32> {
-    if crate::winograd::applies(g) {
-        return crate::winograd::conv_fwd(g, x, w, bias, relu);
+    if crate::winograd::applies(g, opts.algo) {
+        return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
     }
     // Every output pixel is written: by the gemm (nb == 1) or by the scatter below.
     let mut y = alloc_overwritten(g.b * g.out_img());
     if y.is_empty() {
         return y;
     }
-    let pl = plan(g);
+    let pl = plan(g, opts);
     let yp = SendPtr(y.as_mut_ptr());
     let (kk, o, np) = (g.kk(), g.o, g.npix());
     // Units write disjoint outputs: every unit its own group.
@@ -431,18 +421,20 @@ pub(crate) fn conv_bwd(
     need_x: bool,
     need_w: bool,
     need_b: bool,
+    opts: &ConvOptions,
 ) -> ConvGrads {
     match y_relu {
         Some(y) if need_x || need_w || need_b => MASK_BUF.with(|buf| {
             let masked = grow(buf, gy.len());
             relu_mask_into(masked, gy, y);
-            conv_bwd_masked(g, x, w, masked, need_x, need_w, need_b)
+            conv_bwd_masked(g, x, w, masked, need_x, need_w, need_b, opts)
         }),
-        _ => conv_bwd_masked(g, x, w, gy, need_x, need_w, need_b),
+        _ => conv_bwd_masked(g, x, w, gy, need_x, need_w, need_b, opts),
     }
 }
 
 /// [`conv_bwd`] given the output gradient of the convolution itself (ReLU already applied).
+#[allow(clippy::too_many_arguments)]
 fn conv_bwd_masked(
     g: &Geom,
     x: &[f32],
@@ -451,6 +443,7 @@ fn conv_bwd_masked(
     need_x: bool,
     need_w: bool,
     need_b: bool,
+    opts: &ConvOptions,
 ) -> ConvGrads {
     let (kk, o, np) = (g.kk(), g.o, g.npix());
     // Stride 1: the input gradient is a convolution of the output gradient with the flipped,
@@ -462,8 +455,8 @@ fn conv_bwd_masked(
         let gg =
             Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p).expect("transposed geometry");
         debug_assert_eq!((gg.ho, gg.wo), (g.h, g.w));
-        gx = Some(if crate::winograd::applies(&gg) {
-            crate::winograd::conv_input_grad(&gg, gy, w)
+        gx = Some(if crate::winograd::applies(&gg, opts.algo) {
+            crate::winograd::conv_input_grad(&gg, gy, w, opts)
         } else {
             let k2 = g.k * g.k;
             let mut wf = alloc_overwritten(w.len());
@@ -476,19 +469,19 @@ fn conv_bwd_masked(
                     }
                 }
             }
-            conv_fwd(&gg, gy, &wf, None, false)
+            conv_fwd(&gg, gy, &wf, None, false, opts)
         });
     }
     // The weight gradient of a 3×3 stride-1 layer goes through Winograd when it applies.
-    let wino_w = need_w && crate::winograd::applies(g);
-    let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy));
+    let wino_w = need_w && crate::winograd::applies(g, opts.algo);
+    let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy, opts));
     let need_w = need_w && !wino_w;
     let col2im_x = need_x && !flipped;
     if col2im_x {
         gx = Some(vec![0.0f32; g.b * g.in_img()]);
     }
     let gxp = SendPtr(gx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
-    let pl = plan(g);
+    let pl = plan(g, opts);
     let any = need_w || need_b || col2im_x;
     // A fixed number of weight-gradient partial sums (bias ones are tiny: one per unit).
     let ngroups = if need_w {

@@ -3,7 +3,8 @@
 //! candle 0.11's CPU conv backward is a direct loop and much slower than PyTorch; these ops use
 //! Winograd F(2×2, 3×3) for 3×3 stride-1 layers (forward, input and weight gradients) and
 //! im2col / col2im elsewhere, over the `gemm` crate (AVX-512 kernels enabled), spread over rayon
-//! threads. [`set_conv_algo`] / `PYRAMID_CONV_ALGO` choose between them.
+//! threads. [`ConvOptions`] choose between them, per call ([`conv2d_with`]); the default
+//! options ([`conv2d`]) take the algorithm from `PYRAMID_CONV_ALGO`.
 //! They are candle [`CustomOp2`]/[`CustomOp3`]/[`CustomOp1`] ops, so autograd works through them
 //! (gradients for the input, the weight and the bias).
 //!
@@ -35,6 +36,7 @@ mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 mod geom;
+mod options;
 mod par;
 mod pool;
 mod simd;
@@ -45,13 +47,8 @@ use candle_core::{
 };
 pub use candle_core::{Result, Tensor};
 
-#[doc(hidden)]
-pub use conv::set_tiling;
-#[doc(hidden)]
-pub use simd::set_portable_kernels;
-#[doc(hidden)]
-pub use winograd::set_winograd_block;
-pub use winograd::{conv_algo, set_conv_algo, ConvAlgo, AUTO_MIN_CHANNELS};
+pub use options::{conv_algo, ConvAlgo, ConvOptions, Isa, AUTO_MIN_CHANNELS};
+use simd::Simd;
 
 /// Which implementation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -65,7 +62,7 @@ pub enum Backend {
 }
 
 /// 2-D convolution, `x` NCHW f32, `w` `[Cout, Cin, K, K]`, `b` `[Cout]`; output NCHW.
-/// Differentiable w.r.t. `x`, `w` and `b`.
+/// Differentiable w.r.t. `x`, `w` and `b`. Runs with `ConvOptions::default()`.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -74,10 +71,25 @@ pub fn conv2d(
     padding: usize,
     backend: Backend,
 ) -> Result<Tensor> {
-    conv_impl(x, w, b, stride, padding, false, backend)
+    conv2d_with(x, w, b, stride, padding, backend, &ConvOptions::default())
+}
+
+/// [`conv2d`] with explicit options (which `Backend::Fast` on the CPU follows, forward and
+/// backward).
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    backend: Backend,
+    opts: &ConvOptions,
+) -> Result<Tensor> {
+    conv_impl(x, w, b, stride, padding, false, backend, *opts)
 }
 
 /// `relu(conv2d(x, w, b))`, fused (the backward masks the output gradient by `output > 0`).
+/// Runs with `ConvOptions::default()`.
 pub fn conv2d_relu(
     x: &Tensor,
     w: &Tensor,
@@ -86,7 +98,20 @@ pub fn conv2d_relu(
     padding: usize,
     backend: Backend,
 ) -> Result<Tensor> {
-    conv_impl(x, w, b, stride, padding, true, backend)
+    conv2d_relu_with(x, w, b, stride, padding, backend, &ConvOptions::default())
+}
+
+/// [`conv2d_relu`] with explicit options.
+pub fn conv2d_relu_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    backend: Backend,
+    opts: &ConvOptions,
+) -> Result<Tensor> {
+    conv_impl(x, w, b, stride, padding, true, backend, *opts)
 }
 
 /// Max-pool with kernel 2 and stride 2, floor mode (odd trailing rows/columns are dropped).
@@ -97,6 +122,11 @@ pub fn conv2d_relu(
 /// candle ops (reshape + two `max` reductions) with a correct gradient (ties: every maximum
 /// receives the gradient, as in candle's `max` reduction).
 pub fn max_pool2x2(x: &Tensor, backend: Backend) -> Result<Tensor> {
+    max_pool2x2_with(x, backend, Isa::default())
+}
+
+/// [`max_pool2x2`] whose CPU kernels run the code `isa` selects.
+pub fn max_pool2x2_with(x: &Tensor, backend: Backend, isa: Isa) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     if h < 2 || w < 2 {
         bail!(
@@ -107,7 +137,7 @@ pub fn max_pool2x2(x: &Tensor, backend: Backend) -> Result<Tensor> {
     match backend {
         Backend::Candle => x.max_pool2d(2),
         Backend::Fast if x.device().is_cpu() && x.dtype() == DType::F32 => {
-            x.contiguous()?.apply_op1(MaxPool2x2)
+            x.contiguous()?.apply_op1(MaxPool2x2 { isa })
         }
         Backend::Fast => {
             let (ho, wo) = (h / 2, w / 2);
@@ -121,6 +151,7 @@ pub fn max_pool2x2(x: &Tensor, backend: Backend) -> Result<Tensor> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv_impl(
     x: &Tensor,
     w: &Tensor,
@@ -129,6 +160,7 @@ fn conv_impl(
     padding: usize,
     relu: bool,
     backend: Backend,
+    opts: ConvOptions,
 ) -> Result<Tensor> {
     let fast = backend == Backend::Fast
         && (x.device().is_cpu() || cfg!(feature = "cudnn") && x.device().is_cuda())
@@ -164,6 +196,7 @@ fn conv_impl(
         stride,
         padding,
         relu,
+        opts,
     };
     // validate shapes early for a clear error
     op.geom(x.layout(), w.layout(), b.map(|b| b.layout()))?;
@@ -199,6 +232,8 @@ struct Conv {
     stride: usize,
     padding: usize,
     relu: bool,
+    /// The CPU kernels' choices, for the backward as well as the forward.
+    opts: ConvOptions,
 }
 
 impl Conv {
@@ -246,7 +281,7 @@ impl Conv {
             Some((s, l)) => Some(slice(s, l)?),
             None => None,
         };
-        let y = conv::conv_fwd(&g, x, w, bias, self.relu);
+        let y = conv::conv_fwd(&g, x, w, bias, self.relu, &self.opts);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.o, g.ho, g.wo))))
     }
 
@@ -280,10 +315,13 @@ impl Conv {
                                 need_x,
                                 need_w,
                                 need_b,
+                                &self.opts,
                             ))
                         })
                     } else {
-                        Ok(conv::conv_bwd(&g, xd, wd, gd, None, need_x, need_w, need_b))
+                        Ok(conv::conv_bwd(
+                            &g, xd, wd, gd, None, need_x, need_w, need_b, &self.opts,
+                        ))
                     }
                 })
             })
@@ -381,7 +419,9 @@ impl CustomOp3 for Conv {
     }
 }
 
-struct MaxPool2x2;
+struct MaxPool2x2 {
+    isa: Isa,
+}
 
 impl CustomOp1 for MaxPool2x2 {
     fn name(&self) -> &'static str {
@@ -389,13 +429,15 @@ impl CustomOp1 for MaxPool2x2 {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
-        let y = pool::pool_fwd(slice(s, l)?, b * c, h, w);
+        let y = pool::pool_fwd(slice(s, l)?, b * c, h, w, Simd::new(self.isa));
         Ok((CpuStorage::F32(y), Shape::from((b, c, h / 2, w / 2))))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (b, c, h, w) = arg.dims4()?;
         let gx = with_f32(arg, |xd| {
-            with_f32(grad, |gd| Ok(pool::pool_bwd(xd, gd, b * c, h, w)))
+            with_f32(grad, |gd| {
+                Ok(pool::pool_bwd(xd, gd, b * c, h, w, Simd::new(self.isa)))
+            })
         })?;
         Ok(Some(Tensor::from_vec(gx, arg.shape(), arg.device())?))
     }

@@ -4,6 +4,7 @@
 //! window in scan order (top-left, top-right, bottom-left, bottom-right); trailing odd
 //! rows/columns receive zero gradient.
 
+use crate::simd::Simd;
 use rayon::prelude::*;
 
 /// Planes per rayon task (keeps tasks big enough for small maps).
@@ -11,7 +12,7 @@ fn planes_per_task(plane: usize) -> usize {
     (16384 / plane.max(1)).max(1)
 }
 
-pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize, simd: Simd) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     // Every output element is written below.
     let mut y = crate::par::alloc_overwritten(planes * ho * wo);
@@ -26,7 +27,7 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
                 for oh in 0..ho {
                     let r0 = &xp[2 * oh * w..2 * oh * w + 2 * wo];
                     let r1 = &xp[(2 * oh + 1) * w..(2 * oh + 1) * w + 2 * wo];
-                    fwd_row(r0, r1, &mut yp[oh * wo..(oh + 1) * wo]);
+                    fwd_row(r0, r1, &mut yp[oh * wo..(oh + 1) * wo], simd);
                 }
             }
         });
@@ -35,9 +36,9 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
 
 /// One output row: `y[i]` is the first maximum of window `i` of input rows `r0`, `r1`
 /// (`2 · y.len()` columns each).
-fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32], simd: Simd) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
+    if simd.avx512() {
         // SAFETY: AVX-512F is present.
         return unsafe { avx512::fwd_row(r0, r1, y) };
     }
@@ -56,7 +57,14 @@ fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
     }
 }
 
-pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn pool_bwd(
+    x: &[f32],
+    gy: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    simd: Simd,
+) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     // The windows cover every input element when both sizes are even; an odd trailing row or
     // column gets no gradient and must start at zero.
@@ -86,6 +94,7 @@ pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize)
                         [&r0[..n], &r1[..n]],
                         &gyp[oh * wo..(oh + 1) * wo],
                         [&mut g0[..n], &mut g1[..n]],
+                        simd,
                     );
                 }
             }
@@ -95,9 +104,9 @@ pub(crate) fn pool_bwd(x: &[f32], gy: &[f32], planes: usize, h: usize, w: usize)
 
 /// One output row of the backward: each gradient of `gr` goes to the first maximum of its
 /// window in input rows `r`, zeros to the other three cells of `g`.
-fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2]) {
+fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2], simd: Simd) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
+    if simd.avx512() {
         // SAFETY: AVX-512F is present.
         return unsafe { avx512::bwd_row([r0, r1], gr, [g0, g1]) };
     }

@@ -1,21 +1,34 @@
 //! Run-time choice between the AVX-512 kernels (intrinsics, chosen when the CPU has AVX-512F:
-//! the workspace builds for baseline x86-64) and their portable Rust versions.
+//! the workspace builds for baseline x86-64) and their portable Rust versions, and what the
+//! AVX-512 kernels share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::options::Isa;
 
-static PORTABLE: AtomicBool = AtomicBool::new(false);
-
-/// Test knob: with `true`, the Winograd transforms and the max-pool take their portable code
-/// even where the CPU has AVX-512, so that the tests cover both.
-#[doc(hidden)]
-pub fn set_portable_kernels(on: bool) {
-    PORTABLE.store(on, Ordering::Relaxed);
+/// The kernels one op call runs, resolved once from its [`Isa`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Simd {
+    avx512: bool,
 }
 
-/// Whether the kernels run their AVX-512 code.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn avx512() -> bool {
-    !PORTABLE.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
+impl Simd {
+    pub(crate) fn new(isa: Isa) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = isa == Isa::Detect && std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = {
+            let _ = isa;
+            false
+        };
+        Self { avx512 }
+    }
+
+    /// Whether to run the AVX-512 kernels: true only where the CPU has AVX-512F (checked by
+    /// [`Simd::new`], the only constructor), which is what makes calling them sound.
+    #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn avx512(self) -> bool {
+        self.avx512
+    }
 }
 
 /// Index vectors of `_mm512_permutex2var_ps`: `LO` / `HI` zip two vectors into 32 values,

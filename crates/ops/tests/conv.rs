@@ -1,12 +1,37 @@
+//! The fast conv against candle's: forward and all three gradients within 1e-4 relative error.
+//! With the default options; with tiny im2col chunks, so that the row-chunked and grouped code
+//! paths run on small shapes; and with Winograd forced on every 3×3 stride-1 case (AVX-512,
+//! where the CPU has it, and portable transforms, several block sizes). The options travel with
+//! each call, so all of them run side by side in one test binary.
 mod common;
 use common::*;
 use proptest::prelude::*;
+use pyramid_ops::{Backend, ConvAlgo, ConvOptions, Isa};
+
+/// Winograd for every 3×3 stride-1 layer, whatever its channel counts.
+fn winograd(block_floats: usize, isa: Isa) -> ConvOptions {
+    ConvOptions {
+        algo: ConvAlgo::Winograd,
+        isa,
+        winograd_block_floats: block_floats,
+        ..ConvOptions::default()
+    }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn conv_matches_candle(c in case_strategy()) {
         check_conv(&c).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn conv_matches_candle_small_tiles(c in case_strategy(), tile in 1usize..4096, min_cols in 1usize..64) {
+        let opts = ConvOptions { im2col_tile_bytes: tile, im2col_min_cols: min_cols, ..ConvOptions::default() };
+        check_conv_with(&c, &opts).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -38,7 +63,6 @@ fn vgg_like_layer() {
 #[test]
 fn non_contiguous_inputs() {
     use candle_core::Var;
-    use pyramid_ops::Backend;
     // x is a transposed view, w a narrowed view.
     let xt = Var::from_tensor(&rand_tensor(&[2, 3, 7, 9], 11)).unwrap();
     let wb = Var::from_tensor(&rand_tensor(&[6, 3, 3, 3], 12)).unwrap();
@@ -66,7 +90,6 @@ fn non_contiguous_inputs() {
 #[test]
 fn frozen_weights_only_input_grad() {
     use candle_core::Var;
-    use pyramid_ops::Backend;
     // w and b are plain tensors (not tracked): only the input gradient is needed.
     let x = Var::from_tensor(&rand_tensor(&[2, 4, 6, 6], 21)).unwrap();
     let w = rand_tensor(&[5, 4, 3, 3], 22);
@@ -88,7 +111,6 @@ fn frozen_weights_only_input_grad() {
 #[test]
 fn fallback_for_other_dtypes() {
     use candle_core::DType;
-    use pyramid_ops::Backend;
     let x = rand_tensor(&[1, 2, 5, 5], 31).to_dtype(DType::F64).unwrap();
     let w = rand_tensor(&[3, 2, 3, 3], 32).to_dtype(DType::F64).unwrap();
     let y = pyramid_ops::conv2d(&x, &w, None, 1, 1, Backend::Fast).unwrap();
@@ -103,4 +125,144 @@ fn fallback_for_other_dtypes() {
         .to_scalar::<f64>()
         .unwrap();
     assert!(d < 1e-12);
+}
+
+fn winograd_case() -> impl Strategy<Value = Case> {
+    (case_strategy(), 0usize..=2).prop_map(|(mut c, p)| {
+        c.k = 3;
+        c.s = 1;
+        c.p = p;
+        // The padded input must hold the kernel.
+        c.h = c.h.max(3 - 2 * p.min(1));
+        c.w = c.w.max(3 - 2 * p.min(1));
+        c
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn winograd_matches_candle(
+        c in winograd_case(),
+        block in prop::sample::select(vec![1usize, 7, 64, 1 << 16]),
+        portable in any::<bool>(),
+    ) {
+        let isa = if portable { Isa::Portable } else { Isa::Detect };
+        check_conv_with(&c, &winograd(block, isa)).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn winograd_vgg_like_layers() {
+    // The AVX-512 transforms (where the CPU has them) and the portable ones.
+    for (block, isa) in [
+        (1 << 23, Isa::Detect),
+        (4096, Isa::Detect),
+        (1 << 23, Isa::Portable),
+        (4096, Isa::Portable),
+    ] {
+        for (c, o, h, w, p, relu) in [
+            (64, 64, 24, 24, 1, true),
+            (32, 48, 13, 11, 1, false),
+            (16, 24, 7, 9, 0, true),
+            (24, 16, 6, 6, 2, true),
+            // Rows of 16 tiles and more take the row-chunked transforms; odd sizes end a row
+            // with a half tile.
+            (16, 16, 33, 35, 1, true),
+            (8, 24, 34, 47, 0, false),
+            (16, 8, 20, 64, 2, true),
+            (4, 4, 5, 97, 1, false),
+            // Beyond 128×256 channels the weight gradient is summed in place.
+            (256, 256, 6, 6, 1, true),
+        ] {
+            let case = Case {
+                b: 3,
+                c,
+                h,
+                w,
+                o,
+                k: 3,
+                s: 1,
+                p,
+                bias: true,
+                relu,
+                seed: 11,
+            };
+            check_conv_with(&case, &winograd(block, isa)).unwrap();
+        }
+    }
+}
+
+/// Winograd and im2col agree with each other (and the choice is a real switch).
+#[test]
+fn algorithms_agree() {
+    let case = Case {
+        b: 2,
+        c: 32,
+        h: 10,
+        w: 10,
+        o: 32,
+        k: 3,
+        s: 1,
+        p: 1,
+        bias: true,
+        relu: true,
+        seed: 5,
+    };
+    let with = |algo| ConvOptions {
+        algo,
+        ..ConvOptions::default()
+    };
+    let a = run_conv_with(&case, Backend::Fast, &with(ConvAlgo::Im2col));
+    let b = run_conv_with(&case, Backend::Fast, &with(ConvAlgo::Winograd));
+    let d = |x: &candle_core::Tensor, y: &candle_core::Tensor| rel_err(x, y);
+    assert!(d(&a.y, &b.y) < 1e-5 && d(&a.gx, &b.gx) < 1e-5 && d(&a.gw, &b.gw) < 1e-5);
+    // The two paths round differently, so identical results would mean one path ran twice.
+    assert_ne!(
+        a.gw.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.gw.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}
+
+/// The AVX-512 and portable Winograd transforms do the same arithmetic in the same order: the
+/// same bits, forward and backward (on a CPU without AVX-512 both run the portable code).
+/// Narrow and wide tile rows, odd sizes, both weight-gradient summations.
+#[test]
+fn winograd_isas_agree_bitwise() {
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    for (i, (b, c, o, h, w, p)) in [
+        (3, 16, 24, 7, 9, 0),
+        (2, 16, 16, 33, 35, 1),
+        (2, 8, 24, 34, 47, 2),
+        (2, 256, 256, 6, 6, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = Case {
+            b,
+            c,
+            h,
+            w,
+            o,
+            k: 3,
+            s: 1,
+            p,
+            bias: true,
+            relu: i % 2 == 0,
+            seed: 40 + i as u64,
+        };
+        let [a, z] = [Isa::Detect, Isa::Portable]
+            .map(|isa| run_conv_with(&case, Backend::Fast, &winograd(1 << 16, isa)));
+        for (name, x, y) in [
+            ("y", &a.y, &z.y),
+            ("gx", &a.gx, &z.gx),
+            ("gw", &a.gw, &z.gw),
+        ] {
+            assert!(bits(x) == bits(y), "{case:?}: {name} differs between ISAs");
+        }
+    }
 }

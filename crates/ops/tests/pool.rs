@@ -2,7 +2,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 use proptest::prelude::*;
-use pyramid_ops::Backend;
+use pyramid_ops::{Backend, Isa};
 
 fn check_pool(
     b: usize,
@@ -12,8 +12,20 @@ fn check_pool(
     data: Vec<f32>,
     seed: u64,
 ) -> Result<(), String> {
+    check_pool_with(b, c, h, w, data, seed, Isa::default())
+}
+
+fn check_pool_with(
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    data: Vec<f32>,
+    seed: u64,
+    isa: Isa,
+) -> Result<(), String> {
     let x = Var::from_vec(data.clone(), (b, c, h, w), &Device::Cpu).unwrap();
-    let y = pyramid_ops::max_pool2x2(x.as_tensor(), Backend::Fast).unwrap();
+    let y = pyramid_ops::max_pool2x2_with(x.as_tensor(), Backend::Fast, isa).unwrap();
     let yc = x.as_tensor().max_pool2d(2).unwrap();
     if y.dims() != yc.dims() || rel_err(&y, &yc) != 0.0 {
         return Err(format!("forward differs from candle for {b}x{c}x{h}x{w}"));
@@ -46,13 +58,12 @@ proptest! {
     }
 
     /// Rows of more than 16 windows (whole vector chunks and a tail), with the AVX-512 row
-    /// kernels (where the CPU has them) and the portable ones. Only this test sets the knob;
-    /// both paths give the same result, so the other tests do not mind which they get.
+    /// kernels (where the CPU has them) and the portable ones.
     #[test]
     fn pool_wide_rows(b in 1usize..=2, c in 1usize..=3, h in 2usize..=5, w in 30usize..=70, seed in any::<u64>(), portable in any::<bool>()) {
-        pyramid_ops::set_portable_kernels(portable);
+        let isa = if portable { Isa::Portable } else { Isa::Detect };
         let data: Vec<f32> = rand_vec(b * c * h * w, seed).into_iter().map(|v| if v > 0.5 { 1.0 } else { v }).collect();
-        check_pool(b, c, h, w, data, seed ^ 7).map_err(TestCaseError::fail)?;
+        check_pool_with(b, c, h, w, data, seed ^ 7, isa).map_err(TestCaseError::fail)?;
     }
 
     /// Values from {0, 1, 2}: many ties inside windows.

@@ -4,8 +4,8 @@
 //! `Parallelism::Rayon(k)` against `Parallelism::None`, and candle's own CPU matmul (which
 //! takes its thread count from `RAYON_NUM_THREADS`, so it runs in child processes).
 //!
-//! No process-wide switch is touched: with the default `ConvAlgo::Auto`, the 3×3 stride-1 cases
-//! with at least 16 input and output channels take Winograd, the others im2col (unless
+//! The ops run with their default options: with `ConvAlgo::Auto`, the 3×3 stride-1 cases with at
+//! least 16 input and output channels take Winograd, the others im2col (unless
 //! `PYRAMID_CONV_ALGO` says otherwise, which changes the paths covered, not the assertions).
 mod common;
 use candle_core::{Tensor, Var};

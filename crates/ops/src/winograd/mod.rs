@@ -17,7 +17,7 @@
 //! The transforms run on 16 tiles at a time, in two implementations of the same arithmetic:
 //! [`avx512`], intrinsics where the CPU has them (contiguous loads and stores along wide rows,
 //! gathers and scatters across narrow ones), and [`portable`] Rust otherwise
-//! (`set_portable_kernels` forces the latter, for the tests). This module holds the algorithm:
+//! (where the CPU lacks AVX-512, or where [`Isa::Portable`](crate::Isa) asks for it). This module holds the algorithm:
 //! the tile and block plan, the tiles' addresses, the gemms and the parallel drivers.
 
 #[cfg(target_arch = "x86_64")]
@@ -25,84 +25,21 @@ mod avx512;
 mod portable;
 
 use crate::geom::Geom;
+use crate::options::{ConvAlgo, ConvOptions, AUTO_MIN_CHANNELS};
 use crate::par::{
     acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, with_scratch,
     KeptBuf, SendPtr, ACC_GROUPS,
 };
+use crate::simd::Simd;
 use gemm::Parallelism;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum ConvAlgo {
-    /// Winograd F(2×2, 3×3) where it pays: 3×3, stride 1, padding ≤ 2, and at least
-    /// [`AUTO_MIN_CHANNELS`] input and output channels. im2col + gemm elsewhere.
-    #[default]
-    Auto,
-    /// im2col + gemm everywhere.
-    Im2col,
-    /// Winograd for every 3×3 stride-1 layer with padding ≤ 2, whatever its channel counts.
-    Winograd,
-}
-
-/// With [`ConvAlgo::Auto`], layers with fewer input or output channels use im2col: with few
-/// channels the transforms cost more than the multiplications they save (VGG's first layer has
-/// 3 input channels).
-pub const AUTO_MIN_CHANNELS: usize = 16;
-
-const ALGO_UNSET: usize = usize::MAX;
-static ALGO: AtomicUsize = AtomicUsize::new(ALGO_UNSET);
-/// Target floats of one block's transformed input and output together (`16 (C + O) × tiles`);
-/// a benchmark knob.
-static BLOCK_FLOATS: AtomicUsize = AtomicUsize::new(1 << 20);
-
-/// Sets the CPU convolution algorithm for the whole process. Without a call, the environment
-/// variable `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`) decides, and `auto` otherwise.
-pub fn set_conv_algo(algo: ConvAlgo) {
-    ALGO.store(algo as usize, Ordering::Relaxed);
-}
-
-/// The CPU convolution algorithm in force (see [`set_conv_algo`]).
-pub fn conv_algo() -> ConvAlgo {
-    let code = ALGO.load(Ordering::Relaxed);
-    let code = if code == ALGO_UNSET {
-        let algo = match std::env::var("PYRAMID_CONV_ALGO").as_deref() {
-            Ok("im2col") => ConvAlgo::Im2col,
-            Ok("winograd") => ConvAlgo::Winograd,
-            _ => ConvAlgo::Auto,
-        };
-        // A racing set_conv_algo wins over the environment.
-        let _ = ALGO.compare_exchange(
-            ALGO_UNSET,
-            algo as usize,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        ALGO.load(Ordering::Relaxed)
-    } else {
-        code
-    };
-    match code {
-        1 => ConvAlgo::Im2col,
-        2 => ConvAlgo::Winograd,
-        _ => ConvAlgo::Auto,
-    }
-}
-
-/// Benchmark/test knob: target floats of a block's transformed input and output together
-/// (`16 (C + O) × tiles`).
-#[doc(hidden)]
-pub fn set_winograd_block(floats: usize) {
-    BLOCK_FLOATS.store(floats.max(1), Ordering::Relaxed);
-}
-
-/// Whether the Winograd path handles this geometry under the current [`ConvAlgo`].
-pub(crate) fn applies(g: &Geom) -> bool {
+/// Whether the Winograd path handles this geometry under `algo`.
+pub(crate) fn applies(g: &Geom, algo: ConvAlgo) -> bool {
     // Empty convolutions (a zero size anywhere) stay on the im2col path, which handles them.
     let shape_ok = g.k == 3 && g.s == 1 && g.p <= 2 && g.b * g.c * g.o * g.ho * g.wo > 0;
     shape_ok
-        && match conv_algo() {
+        && match algo {
             ConvAlgo::Im2col => false,
             ConvAlgo::Winograd => true,
             ConvAlgo::Auto => g.c >= AUTO_MIN_CHANNELS && g.o >= AUTO_MIN_CHANNELS,
@@ -121,12 +58,13 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(g: &Geom) -> Self {
+    /// `block_floats`: see [`ConvOptions::winograd_block_floats`].
+    fn new(g: &Geom, block_floats: usize) -> Self {
         let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
         let total_rows = g.b * th;
         // A tile takes 16 (C + O) floats of transformed input and output.
         let per_tile = 16 * (g.c + g.o);
-        let target_tiles = (BLOCK_FLOATS.load(Ordering::Relaxed) / per_tile).max(1);
+        let target_tiles = (block_floats / per_tile).max(1);
         let mut rows = (target_tiles / tw).clamp(1, total_rows);
         // Round the block count up so that threads get equal shares: to a multiple of 8 (for
         // 2, 4 and 8 threads) when that adds at most a quarter more blocks, else to an even
@@ -236,7 +174,7 @@ thread_local! {
 }
 
 /// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g = w[o][c]` of `w` `[O, C, 3, 3]`.
-fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
+fn transform_weights(simd: Simd, w: &[f32], o: usize, c: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let mut u = alloc_overwritten(16 * o * c);
     let up = SendPtr(u.as_mut_ptr());
@@ -245,15 +183,15 @@ fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
     (0..o)
         .into_par_iter()
         .with_min_len(8)
-        .for_each(|r| transform_weight_row(w, o, c, r, up));
+        .for_each(|r| transform_weight_row(simd, w, o, c, r, up));
     u
 }
 
 /// Row `r` of every `U[ξ]` (see [`portable::transform_weight_row`]), with AVX-512 when the CPU
 /// has it.
-fn transform_weight_row(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+fn transform_weight_row(simd: Simd, w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
+    if simd.avx512() {
         // SAFETY: AVX-512F is present; row r of U is this call's (see transform_weights).
         return unsafe { avx512::transform_weight_row(w, o, c, r, up) };
     }
@@ -445,6 +383,7 @@ fn fill_planes(
 /// `V` of a block (see [`portable::transform_input`]), with AVX-512 when the CPU has it.
 #[allow(clippy::too_many_arguments)]
 fn transform_input(
+    simd: Simd,
     g: &Geom,
     tl: &Tiles,
     addr: &Addr,
@@ -456,7 +395,7 @@ fn transform_input(
     odd: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() && addr.inp32.len() == (r1 - r0) * tl.tw {
+    if simd.avx512() && addr.inp32.len() == (r1 - r0) * tl.tw {
         // SAFETY: AVX-512F is present and inp32 holds the block's offsets (checked above).
         return unsafe { avx512::transform_input(g, tl, addr, x, r0, r1, v, even, odd) };
     }
@@ -467,6 +406,7 @@ fn transform_input(
 /// CPU has it.
 #[allow(clippy::too_many_arguments)]
 fn transform_output(
+    simd: Simd,
     g: &Geom,
     tl: &Tiles,
     addr: &Addr,
@@ -477,7 +417,7 @@ fn transform_output(
     yp: SendPtr,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() && addr.out32.len() == t_n {
+    if simd.avx512() && addr.out32.len() == t_n {
         // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
         return unsafe { avx512::transform_output(g, tl, addr, m, t_n, bias, relu, yp) };
     }
@@ -485,9 +425,17 @@ fn transform_output(
 }
 
 /// `dM` of a block (see [`portable::transform_output_grad`]), with AVX-512 when the CPU has it.
-fn transform_output_grad(g: &Geom, tl: &Tiles, addr: &Addr, gy: &[f32], t_n: usize, m: &mut [f32]) {
+fn transform_output_grad(
+    simd: Simd,
+    g: &Geom,
+    tl: &Tiles,
+    addr: &Addr,
+    gy: &[f32],
+    t_n: usize,
+    m: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() && addr.out32.len() == t_n {
+    if simd.avx512() && addr.out32.len() == t_n {
         // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
         return unsafe { avx512::transform_output_grad(g, tl, addr, gy, t_n, m) };
     }
@@ -536,17 +484,18 @@ pub(crate) fn conv_fwd(
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
+    opts: &ConvOptions,
 ) -> Vec<f32> {
-    let u = transform_weights(w, g.o, g.c);
-    conv_fwd_transformed(g, x, Kernels::Direct(&u), bias, relu)
+    let u = transform_weights(Simd::new(opts.isa), w, g.o, g.c);
+    conv_fwd_transformed(g, x, Kernels::Direct(&u), bias, relu, opts)
 }
 
 /// Input gradient of a 3×3 stride-1 layer with weights `w` `[O, C, 3, 3]`, as the forward
 /// convolution `gg` (input `gy` `[B, O, Ho, Wo]`, output `[B, C, H, W]`, padding 2 − p) with the
 /// rotated, transposed kernels, read from the transform of `w` ([`Kernels::Rotated`]).
-pub(crate) fn conv_input_grad(gg: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    let u = transform_weights(w, gg.c, gg.o);
-    conv_fwd_transformed(gg, gy, Kernels::Rotated(&u), None, false)
+pub(crate) fn conv_input_grad(gg: &Geom, gy: &[f32], w: &[f32], opts: &ConvOptions) -> Vec<f32> {
+    let u = transform_weights(Simd::new(opts.isa), w, gg.c, gg.o);
+    conv_fwd_transformed(gg, gy, Kernels::Rotated(&u), None, false, opts)
 }
 
 fn conv_fwd_transformed(
@@ -555,10 +504,12 @@ fn conv_fwd_transformed(
     u: Kernels,
     bias: Option<&[f32]>,
     relu: bool,
+    opts: &ConvOptions,
 ) -> Vec<f32> {
     // The tiles cover every output pixel.
     let mut y = alloc_overwritten(g.b * g.o * g.ho * g.wo);
-    let tl = Tiles::new(g);
+    let tl = Tiles::new(g, opts.winograd_block_floats);
+    let simd = Simd::new(opts.isa);
     let yp = SendPtr(y.as_mut_ptr());
     // Blocks write disjoint outputs: every block its own group.
     run_units(
@@ -570,10 +521,10 @@ fn conv_fwd_transformed(
             let t_n = (r1 - r0) * tl.tw;
             with_scratch(&SCRATCH, |sc| {
                 let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
-                transform_input(g, &tl, addr, x, r0, r1, v, even, odd);
+                transform_input(simd, g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
                 multiply(g, u, &sc.v, m, t_n, par);
-                transform_output(g, &tl, &sc.addr, m, t_n, bias, relu, yp);
+                transform_output(simd, g, &tl, &sc.addr, m, t_n, bias, relu, yp);
             });
         },
     );
@@ -587,17 +538,18 @@ fn conv_fwd_transformed(
 /// groups of consecutive blocks sum into their own copy, each block's products right after its
 /// transforms (while they are in cache), and the copies are added in group order. Larger `dU`s
 /// (16 MB on a 512→512 layer) are summed in place instead, see [`grad_u_in_place`].
-pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
-    let tl = Tiles::new(g);
+pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32], opts: &ConvOptions) -> Vec<f32> {
+    let tl = Tiles::new(g, opts.winograd_block_floats);
+    let simd = Simd::new(opts.isa);
     let du = if acc_groups(16 * g.o * g.c) == ACC_GROUPS {
-        grad_u_grouped(g, &tl, x, gy)
+        grad_u_grouped(simd, g, &tl, x, gy)
     } else {
-        grad_u_in_place(g, &tl, x, gy)
+        grad_u_in_place(simd, g, &tl, x, gy)
     };
     inverse_transform_weight_grad(g, &du)
 }
 
-fn grad_u_grouped(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
+fn grad_u_grouped(simd: Simd, g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let (o, c) = (g.o, g.c);
     let accs = run_units(
         tl.nblocks,
@@ -609,9 +561,9 @@ fn grad_u_grouped(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
             let t_n = (r1 - r0) * tl.tw;
             with_scratch(&SCRATCH, |sc| {
                 let (v, even, odd, addr) = block_buffers(sc, g, tl, r0, r1);
-                transform_input(g, tl, addr, x, r0, r1, v, even, odd);
+                transform_input(simd, g, tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * o * t_n);
-                transform_output_grad(g, tl, &sc.addr, gy, t_n, m);
+                transform_output_grad(simd, g, tl, &sc.addr, gy, t_n, m);
                 // dU[ξ] (O×C) += dM[ξ] (O×T) · V[ξ]ᵀ (T×C)
                 for xi in 0..16 {
                     // SAFETY: the matrices lie inside their slices with the given strides.
@@ -644,14 +596,14 @@ const GW_BLOCKS: usize = 8;
 /// Rows of `dU[ξ]` per weight-gradient product task.
 const GW_ROWS: usize = 256;
 /// The weight gradient's transform buffers, kept between calls (up to `GW_BLOCKS` blocks of
-/// about `BLOCK_FLOATS` each): fresh ones would be page-faulted in on every call.
+/// about `winograd_block_floats` each): fresh ones would be page-faulted in on every call.
 static GW_BUF: KeptBuf = KeptBuf::new();
 
 /// `dU` summed over blocks in block order into one buffer, `GW_BLOCKS` blocks at a time: first
 /// their transforms, one block per task, then the products, one task per (ξ, `GW_ROWS` rows of
 /// `dU[ξ]`) running through the blocks in order. No copies of `dU` to allocate and add up, and
 /// each product task keeps its rows of `dU` in cache across the blocks.
-fn grad_u_in_place(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
+fn grad_u_in_place(simd: Simd, g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
     use rayon::prelude::*;
     let (o, c) = (g.o, g.c);
     // Per-block strides of the V and dM regions.
@@ -680,8 +632,8 @@ fn grad_u_in_place(g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Vec<f32> {
                     with_scratch(&SCRATCH, |sc| {
                         let (even, odd, addr) =
                             block_planes(&mut sc.even, &mut sc.odd, &mut sc.addr, g, tl, r0, r1);
-                        transform_input(g, tl, addr, x, r0, r1, v, even, odd);
-                        transform_output_grad(g, tl, addr, gy, t_n, m);
+                        transform_input(simd, g, tl, addr, x, r0, r1, v, even, odd);
+                        transform_output_grad(simd, g, tl, addr, gy, t_n, m);
                     });
                 });
             let (vbuf, mbuf) = (&*vbuf, &*mbuf);

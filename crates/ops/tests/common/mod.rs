@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 use candle_core::{DType, Device, Tensor, Var};
-use pyramid_ops::Backend;
+use pyramid_ops::{Backend, ConvOptions};
 
 /// Deterministic pseudo-random values in [-1, 1) (splitmix64).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
@@ -77,24 +77,34 @@ pub struct Out {
     pub gb: Option<Tensor>,
 }
 
+/// The case through `backend` with the default options.
 pub fn run_conv(c: &Case, backend: Backend) -> Out {
-    run_conv_masked(c, backend, None)
+    run_conv_with(c, backend, &ConvOptions::default())
+}
+
+pub fn run_conv_with(c: &Case, backend: Backend, opts: &ConvOptions) -> Out {
+    run_conv_masked(c, backend, opts, None)
 }
 
 /// Like [`run_conv`]; with `relu_mask`, the op is `conv2d` (no ReLU) and the loss is
 /// `sum(y * r * mask)`, so the gradients are the ReLU-masked ones for that exact mask, and the
 /// returned `y` is `relu(conv)`.
-pub fn run_conv_masked(c: &Case, backend: Backend, relu_mask: Option<&Tensor>) -> Out {
+pub fn run_conv_masked(
+    c: &Case,
+    backend: Backend,
+    opts: &ConvOptions,
+    relu_mask: Option<&Tensor>,
+) -> Out {
     let x = Var::from_tensor(&rand_tensor(&[c.b, c.c, c.h, c.w], c.seed)).unwrap();
     let w = Var::from_tensor(&rand_tensor(&[c.o, c.c, c.k, c.k], c.seed ^ 1)).unwrap();
     let b = Var::from_tensor(&rand_tensor(&[c.o], c.seed ^ 2)).unwrap();
     let bias = c.bias.then_some(b.as_tensor());
     let f = if c.relu && relu_mask.is_none() {
-        pyramid_ops::conv2d_relu
+        pyramid_ops::conv2d_relu_with
     } else {
-        pyramid_ops::conv2d
+        pyramid_ops::conv2d_with
     };
-    let y = f(x.as_tensor(), w.as_tensor(), bias, c.s, c.p, backend).unwrap();
+    let y = f(x.as_tensor(), w.as_tensor(), bias, c.s, c.p, backend, opts).unwrap();
     // loss = sum(y * r) with a random r, so the output gradient is r.
     let mut r = rand_tensor(y.dims(), c.seed ^ 3);
     if let Some(m) = relu_mask {
@@ -113,15 +123,20 @@ pub fn run_conv_masked(c: &Case, backend: Backend, relu_mask: Option<&Tensor>) -
     }
 }
 
-/// Fast against candle. With a fused ReLU, the reference gradients use the fast output's own
-/// mask `y > 0`: a pre-activation within rounding of zero may land on either side in the two
-/// implementations, and the ReLU's gradient jumps there.
+/// Fast (default options) against candle, see [`check_conv_with`].
 pub fn check_conv(c: &Case) -> Result<(), String> {
-    let fast = run_conv(c, Backend::Fast);
+    check_conv_with(c, &ConvOptions::default())
+}
+
+/// Fast with `opts` against candle. With a fused ReLU, the reference gradients use the fast
+/// output's own mask `y > 0`: a pre-activation within rounding of zero may land on either side
+/// in the two implementations, and the ReLU's gradient jumps there.
+pub fn check_conv_with(c: &Case, opts: &ConvOptions) -> Result<(), String> {
+    let fast = run_conv_with(c, Backend::Fast, opts);
     let mask = c
         .relu
         .then(|| fast.y.gt(0f32).unwrap().to_dtype(DType::F32).unwrap());
-    let reference = run_conv_masked(c, Backend::Candle, mask.as_ref());
+    let reference = run_conv_masked(c, Backend::Candle, opts, mask.as_ref());
     assert_eq!(fast.y.dtype(), DType::F32);
     let mut errs = vec![
         ("y", sum_err(&fast.y, &reference.y)),

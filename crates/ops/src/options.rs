@@ -1,0 +1,94 @@
+//! The choices the fast CPU ops leave to their caller: which convolution algorithm, which SIMD
+//! kernels, and the tiling. They travel as values with each op ([`ConvOptions`] with a conv,
+//! [`Isa`] with a max-pool), so that two convolutions in one process can run differently and
+//! tests need no process-wide switch.
+
+use std::sync::OnceLock;
+
+/// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(2×2, 3×3) where it pays: 3×3, stride 1, padding ≤ 2, and at least
+    /// [`AUTO_MIN_CHANNELS`] input and output channels. im2col + gemm elsewhere.
+    #[default]
+    Auto,
+    /// im2col + gemm everywhere.
+    Im2col,
+    /// Winograd for every 3×3 stride-1 layer with padding ≤ 2, whatever its channel counts.
+    Winograd,
+}
+
+/// With [`ConvAlgo::Auto`], layers with fewer input or output channels use im2col: with few
+/// channels the transforms cost more than the multiplications they save (VGG's first layer has
+/// 3 input channels).
+pub const AUTO_MIN_CHANNELS: usize = 16;
+
+/// Which code the hand-written SIMD kernels (Winograd transforms, max-pool rows) run. Both give
+/// the same bits; `Portable` exists so that tests cover the code a CPU without AVX-512 runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Isa {
+    /// AVX-512F intrinsics where the CPU has them (detected at run time), portable Rust
+    /// elsewhere.
+    #[default]
+    Detect,
+    /// Portable Rust everywhere.
+    Portable,
+}
+
+/// How `Backend::Fast` computes a convolution on the CPU (cuDNN makes its own choices).
+///
+/// `Default` is the built-in tuning with the algorithm named by the environment variable
+/// `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`; anything else is `auto`), read once per
+/// process. The tiling fields only change speed; `algo` changes the rounding as well (Winograd
+/// and im2col round differently). The results do not depend on the rayon thread count under
+/// any options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvOptions {
+    pub algo: ConvAlgo,
+    pub isa: Isa,
+    /// im2col: target bytes of one chunk of the im2col matrix (rows of one image are chunked
+    /// so that it stays cache-sized).
+    pub im2col_tile_bytes: usize,
+    /// im2col: minimum gemm columns per work unit; smaller feature maps are grouped by image up
+    /// to it.
+    pub im2col_min_cols: usize,
+    /// Winograd: target floats of one block's transformed input and output together
+    /// (`16 (C + O) × tiles`).
+    pub winograd_block_floats: usize,
+}
+
+impl ConvOptions {
+    /// The built-in tuning, with [`ConvAlgo::Auto`].
+    const BUILTIN: Self = Self {
+        algo: ConvAlgo::Auto,
+        isa: Isa::Detect,
+        im2col_tile_bytes: 2 << 20,
+        im2col_min_cols: 256,
+        winograd_block_floats: 1 << 20,
+    };
+
+    fn from_env() -> Self {
+        let algo = match std::env::var("PYRAMID_CONV_ALGO").as_deref() {
+            Ok("im2col") => ConvAlgo::Im2col,
+            Ok("winograd") => ConvAlgo::Winograd,
+            _ => ConvAlgo::Auto,
+        };
+        Self {
+            algo,
+            ..Self::BUILTIN
+        }
+    }
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        static DEFAULT: OnceLock<ConvOptions> = OnceLock::new();
+        *DEFAULT.get_or_init(Self::from_env)
+    }
+}
+
+/// The convolution algorithm of the default options (`PYRAMID_CONV_ALGO`, see
+/// [`ConvOptions`]): what [`crate::conv2d`] uses.
+pub fn conv_algo() -> ConvAlgo {
+    ConvOptions::default().algo
+}
