@@ -18,6 +18,8 @@
 //! [`Recycling::configure_from_env`]), so at worst a process holds that much more than it uses;
 //! a block that does not fit is returned to the system at once.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -31,17 +33,16 @@ const DEFAULT_LIMIT: usize = 2 << 30;
 /// Environment variable read by [`Recycling::configure_from_env`].
 pub const ENV: &str = "PYRAMID_RECYCLE_MIB";
 
-/// One cached block: its rounded size, alignment and address (`0` = empty slot).
+/// One cached block: the layout System allocated it with (see [`block`]) and its address
+/// (`0` = empty slot).
 #[derive(Clone, Copy)]
 struct Slot {
-    size: usize,
-    align: usize,
+    layout: Layout,
     addr: usize,
 }
 
 const EMPTY: Slot = Slot {
-    size: 0,
-    align: 0,
+    layout: Layout::new::<u8>(),
     addr: 0,
 };
 
@@ -104,7 +105,10 @@ impl Recycling {
         }
         // Freed outside the lock: the system allocator may take its own locks.
         for s in freed.iter().filter(|s| s.addr != 0) {
-            unsafe { System.dealloc(s.addr as *mut u8, layout(s.size, s.align)) };
+            // SAFETY: a slot holds a block that System allocated with `s.layout` and that only
+            // the cache owned; it left the cache under the lock, so nothing else frees it or
+            // hands it out.
+            unsafe { System.dealloc(s.addr as *mut u8, s.layout) };
         }
     }
 
@@ -128,89 +132,100 @@ impl Recycling {
         }
     }
 
-    /// A cached block of exactly this rounded size and alignment.
-    fn take(&self, size: usize, align: usize) -> Option<*mut u8> {
+    /// A cached block of exactly this (block) layout.
+    fn take(&self, block: Layout) -> Option<*mut u8> {
         let mut c = self.cache.lock().ok()?;
         let i = c
             .slots
             .iter()
-            .position(|s| s.addr != 0 && s.size == size && s.align == align)?;
+            .position(|s| s.addr != 0 && s.layout == block)?;
         let s = std::mem::replace(&mut c.slots[i], EMPTY);
-        c.bytes -= s.size;
+        c.bytes -= s.layout.size();
         Some(s.addr as *mut u8)
     }
 
     /// Keeps a block for reuse; false when the cache is full.
-    fn keep(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+    fn keep(&self, ptr: *mut u8, block: Layout) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
         let Ok(mut c) = self.cache.lock() else {
             return false;
         };
-        if c.bytes + size > limit {
+        if c.bytes + block.size() > limit {
             return false;
         }
         let Some(i) = c.slots.iter().position(|s| s.addr == 0) else {
             return false;
         };
         c.slots[i] = Slot {
-            size,
-            align,
+            layout: block,
             addr: ptr as usize,
         };
-        c.bytes += size;
+        c.bytes += block.size();
         true
     }
 }
 
-fn rounded(size: usize) -> usize {
-    size.div_ceil(GRANULE) * GRANULE
-}
-
-fn layout(size: usize, align: usize) -> Layout {
-    // Sizes and alignments come from valid layouts, rounded up within isize::MAX.
-    unsafe { Layout::from_size_align_unchecked(size, align) }
+/// The layout of the block that serves a recycled request `l`: its size rounded up to
+/// [`GRANULE`], its alignment. `None` where that size is no valid layout (a request within
+/// 64 KiB of `isize::MAX`), which no allocator could serve anyway.
+fn block(l: &Layout) -> Option<Layout> {
+    Layout::from_size_align(l.size().div_ceil(GRANULE) * GRANULE, l.align()).ok()
 }
 
 fn recycled(l: &Layout) -> bool {
     l.size() >= MIN_RECYCLED
 }
 
+// SAFETY: small requests go to System unchanged. A large request `l` gets a block System
+// allocated with `block(l)` (same alignment, size rounded up, so at least as large), either
+// fresh or from the cache, and `dealloc(_, l)` frees it with `block(l)` again or caches it: the
+// layout is a function of `l`, so System always frees a block with the layout it allocated it
+// with. A cached block is owned by the cache alone (taken and put back under the mutex), so no
+// block is handed out twice. Nothing here allocates (the std Mutex does not), and a poisoned
+// mutex just bypasses the cache.
 unsafe impl GlobalAlloc for Recycling {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if !recycled(&l) {
             return System.alloc(l);
         }
-        let size = rounded(l.size());
-        if let Some(p) = self.take(size, l.align()) {
+        let Some(b) = block(&l) else {
+            return std::ptr::null_mut();
+        };
+        if let Some(p) = self.take(b) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return p;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout(size, l.align()))
+        System.alloc(b)
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         if !recycled(&l) {
             return System.alloc_zeroed(l);
         }
-        let size = rounded(l.size());
-        if let Some(p) = self.take(size, l.align()) {
+        let Some(b) = block(&l) else {
+            return std::ptr::null_mut();
+        };
+        if let Some(p) = self.take(b) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             // Cheaper than the page faults of a fresh zeroed mapping.
             std::ptr::write_bytes(p, 0, l.size());
             return p;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        System.alloc_zeroed(layout(size, l.align()))
+        System.alloc_zeroed(b)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, l: Layout) {
         if !recycled(&l) {
             return System.dealloc(ptr, l);
         }
-        let size = rounded(l.size());
-        if !self.keep(ptr, size, l.align()) {
-            System.dealloc(ptr, layout(size, l.align()));
+        // `alloc(l)` succeeded, so `block(l)` is a layout.
+        let Some(b) = block(&l) else {
+            return;
+        };
+        if !self.keep(ptr, b) {
+            System.dealloc(ptr, b);
         }
     }
 
@@ -218,7 +233,10 @@ unsafe impl GlobalAlloc for Recycling {
         if !recycled(&l) && new_size < MIN_RECYCLED {
             return System.realloc(ptr, l, new_size);
         }
-        let new = layout(new_size, l.align());
+        // The caller guarantees a valid layout; on the impossible error, fail the realloc.
+        let Ok(new) = Layout::from_size_align(new_size, l.align()) else {
+            return std::ptr::null_mut();
+        };
         let p = self.alloc(new);
         if !p.is_null() {
             std::ptr::copy_nonoverlapping(ptr, p, l.size().min(new_size));
@@ -236,6 +254,8 @@ mod tests {
     fn large_blocks_are_reused_and_zeroed() {
         let a = Recycling::new();
         let l = Layout::from_size_align(3 << 20, 64).unwrap();
+        // SAFETY: each pointer is used within its layout's size and freed once, with the
+        // layout it was allocated (or reallocated) with.
         unsafe {
             let p = a.alloc(l);
             std::ptr::write_bytes(p, 7, l.size());
@@ -268,6 +288,7 @@ mod tests {
         a.set_limit(4 << 20);
         let big = Layout::from_size_align(3 << 20, 8).unwrap();
         let small = Layout::from_size_align(4096, 8).unwrap();
+        // SAFETY: as in large_blocks_are_reused_and_zeroed.
         unsafe {
             let (p, q) = (a.alloc(big), a.alloc(big));
             a.dealloc(p, big);
@@ -289,6 +310,7 @@ mod tests {
     fn realloc_keeps_contents_across_the_threshold() {
         let a = Recycling::new();
         let l = Layout::from_size_align(1000, 8).unwrap();
+        // SAFETY: as in large_blocks_are_reused_and_zeroed.
         unsafe {
             let p = a.alloc(l);
             for i in 0..1000 {

@@ -209,25 +209,12 @@ fn im2col_same_short(
     }
 }
 
-/// Adjoint of [`im2col`]: scatter-adds `col` into `gx` (which holds whole images `b0..`).
-#[allow(clippy::too_many_arguments)]
-fn col2im(
-    g: &Geom,
-    col: &[f32],
-    ld: usize,
-    b0: usize,
-    nb: usize,
-    oh0: usize,
-    oh1: usize,
-    gx: SendPtr,
-) {
+/// Adjoint of [`im2col`]: scatter-adds `col` (`nb` images, output rows `oh0..oh1`) into `gx`,
+/// the input gradient of those `nb` whole images.
+fn col2im(g: &Geom, col: &[f32], ld: usize, nb: usize, oh0: usize, oh1: usize, gx: &mut [f32]) {
     let (k, s, p, wo) = (g.k, g.s, g.p, g.wo);
     let seg = (oh1 - oh0) * wo;
-    for j in 0..nb {
-        // SAFETY: the unit owning images b0..b0+nb is the only writer of these images.
-        let gi = unsafe {
-            std::slice::from_raw_parts_mut(gx.get().add((b0 + j) * g.in_img()), g.in_img())
-        };
+    for (j, gi) in gx.chunks_exact_mut(g.in_img()).take(nb).enumerate() {
         for ci in 0..g.c {
             let gc = &mut gi[ci * g.h * g.w..(ci + 1) * g.h * g.w];
             for kh in 0..k {
@@ -314,11 +301,15 @@ pub(crate) fn conv_fwd(
                     };
                     // dst: directly into y for single images, else a [O, n] scratch.
                     let (dst, dst_rs) = if u.nb == 1 {
-                        // SAFETY: in bounds; rows oh0..oh1 of image b0 belong to this unit.
+                        // SAFETY: row oh0 of channel 0 of image b0 < B lies inside y.
                         (unsafe { yp.get().add(u.b0 * g.out_img() + oh0 * g.wo) }, np)
                     } else {
                         (grow(&mut sc.out, o * n).as_mut_ptr(), n)
                     };
+                    // SAFETY: lhs is w [O, KK]. rhs [KK, n] is the im2col scratch (kk·n floats)
+                    // or, pointwise, rows oh0..oh1 of each channel of image b0 inside x. dst
+                    // [O, n] is the o·n scratch or rows oh0..oh1 of each channel of image b0
+                    // in y, which only this unit writes; neither overlaps an input.
                     unsafe {
                         gemm_f32(
                             o,
@@ -338,7 +329,9 @@ pub(crate) fn conv_fwd(
                     for j in 0..u.nb {
                         for oc in 0..o {
                             let bv = bias.map_or(0.0, |b| b[oc]);
-                            // SAFETY: disjoint region of y owned by this unit.
+                            // SAFETY: seg floats of channel oc of image b0 + j < B from row oh0,
+                            // inside y; only this unit writes its images, and the gemm that
+                            // wrote them has returned.
                             let yrow = unsafe {
                                 std::slice::from_raw_parts_mut(
                                     yp.get()
@@ -528,7 +521,9 @@ fn conv_bwd_masked(
                     if need_b {
                         for (oc, acc) in gb_acc.iter_mut().enumerate() {
                             for j in 0..u.nb {
-                                // SAFETY: gm is valid for the [O, n] matrix with row stride gm_rs.
+                                // SAFETY: gm is the [O, n] matrix with row stride gm_rs (rows of
+                                // gy, or the o·n scratch), so these seg floats of row oc lie
+                                // inside it; nothing writes it meanwhile.
                                 let row = unsafe {
                                     std::slice::from_raw_parts(gm.add(oc * gm_rs + j * seg), seg)
                                 };
@@ -545,6 +540,9 @@ fn conv_bwd_masked(
                             (col.as_ptr(), n)
                         };
                         // gw[O, KK] += G[O, n] * col^T[n, KK]
+                        // SAFETY: dst is this group's own o·kk accumulator; lhs is G above; rhs
+                        // is the [KK, n] im2col scratch (or rows of x, pointwise) read
+                        // transposed.
                         unsafe {
                             gemm_f32(
                                 o,
@@ -565,6 +563,8 @@ fn conv_bwd_masked(
                     if col2im_x {
                         let col = grow(&mut sc.col, kk * n);
                         // gcol[KK, n] = W^T[KK, O] * G[O, n]
+                        // SAFETY: dst is the kk·n im2col scratch (G is in gy or sc.g, not
+                        // sc.col); lhs is w [O, KK] read transposed; rhs is G above.
                         unsafe {
                             gemm_f32(
                                 kk,
@@ -580,7 +580,15 @@ fn conv_bwd_masked(
                                 par,
                             );
                         }
-                        col2im(g, col, n, u.b0, u.nb, oh0, oh1, gxp);
+                        // SAFETY: gx holds B·C·H·W floats, so images b0..b0 + nb lie inside it;
+                        // units own disjoint images, so no other reference to them is live.
+                        let gxu = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                gxp.get().add(u.b0 * g.in_img()),
+                                u.nb * g.in_img(),
+                            )
+                        };
+                        col2im(g, col, n, u.nb, oh0, oh1, gxu);
                     }
                 }
             });

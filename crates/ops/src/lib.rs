@@ -31,6 +31,8 @@
 //! max-pool implements PyTorch's semantics instead (the whole gradient goes to the first
 //! maximum of each window in scan order).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod batch_norm;
 mod conv;
 #[cfg(feature = "cudnn")]

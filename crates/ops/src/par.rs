@@ -30,7 +30,11 @@ pub(crate) fn acc_groups(floats: usize) -> usize {
 /// Raw pointer wrapper to share disjoint output regions between threads.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: a SendPtr is an address; moving or sharing it dereferences nothing. Each access
+// through it is an unsafe block of its own, which states why the region it touches is that
+// thread's alone.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     // A method (not field access) so closures capture the whole `Send + Sync` wrapper.

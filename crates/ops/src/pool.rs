@@ -39,7 +39,8 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize, simd: Simd)
 fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32], simd: Simd) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() {
-        // SAFETY: AVX-512F is present.
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new), the kernel's
+        // one requirement: it checks the slice lengths itself.
         return unsafe { avx512::fwd_row(r0, r1, y) };
     }
     for (ow, yv) in y.iter_mut().enumerate() {
@@ -107,7 +108,7 @@ pub(crate) fn pool_bwd(
 fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2], simd: Simd) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() {
-        // SAFETY: AVX-512F is present.
+        // SAFETY: as in fwd_row.
         return unsafe { avx512::bwd_row([r0, r1], gr, [g0, g1]) };
     }
     // Branch-free first-maximum selection (vectorisable).
@@ -177,6 +178,8 @@ mod avx512 {
         (m, [sb, sc, sd], k)
     }
 
+    /// # Safety
+    /// The CPU must support AVX-512F (the slice lengths are checked).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
         let mut i = 0;
@@ -189,6 +192,8 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU must support AVX-512F (the slice lengths are checked).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn bwd_row([r0, r1]: [&[f32]; 2], gr: &[f32], [g0, g1]: [&mut [f32]; 2]) {
         assert!(g0.len() >= 2 * gr.len() && g1.len() >= 2 * gr.len());

@@ -188,6 +188,8 @@ fn gemm_is_parallelism_invariant() {
         let (rcs, rrs) = if rt { (k, 1) } else { (1, n) };
         let run = |par: Parallelism| {
             let mut dst = init.clone();
+            // SAFETY: lhs (m·k), rhs (k·n) and dst (m·n) are Vecs of those lengths, read with the
+            // strides of their layouts; dst is a Vec of its own.
             unsafe {
                 gemm::gemm(
                     m,

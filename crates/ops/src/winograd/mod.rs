@@ -125,6 +125,8 @@ fn inverse_transform_weight_grad(g: &Geom, du: &[f32]) -> Vec<f32> {
 /// The 16 block gemms `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`.
 fn multiply(g: &Geom, u: Kernels, v: &[f32], m: &mut [f32], t_n: usize, par: Parallelism) {
     let (o, c) = (g.o, g.c);
+    let (Kernels::Direct(uf) | Kernels::Rotated(uf)) = u;
+    assert!(uf.len() >= 16 * o * c && v.len() >= 16 * c * t_n && m.len() >= 16 * o * t_n);
     for xi in 0..16 {
         // Column and row strides of U[ξ] (O×C) in its buffer.
         let (lhs, strides) = match u {
@@ -134,7 +136,9 @@ fn multiply(g: &Geom, u: Kernels, v: &[f32], m: &mut [f32], t_n: usize, par: Par
                 (&u[src * o * c..], (o, 1))
             }
         };
-        // SAFETY: the three matrices lie inside their slices with the given strides.
+        // SAFETY: with the lengths checked above, U[ξ] (O×C, rows of C, or for Rotated the
+        // transposed C×O block of point p(ξ)), V[ξ] (C×T) and M[ξ] (O×T) lie inside u, v and
+        // m; m is a &mut, so it overlaps neither input.
         unsafe {
             gemm_f32(
                 o,
@@ -180,22 +184,28 @@ fn transform_weights(simd: Simd, w: &[f32], o: usize, c: usize) -> Vec<f32> {
     let up = SendPtr(u.as_mut_ptr());
     // Rows in parallel: a serial pass here idles the other cores for a 16 MB write on
     // 512-channel layers.
-    (0..o)
-        .into_par_iter()
-        .with_min_len(8)
-        .for_each(|r| transform_weight_row(simd, w, o, c, r, up));
+    (0..o).into_par_iter().with_min_len(8).for_each(|r| {
+        // SAFETY: up is u, 16·o·c floats, and each row r goes to one task only.
+        unsafe { transform_weight_row(simd, w, o, c, r, up) }
+    });
     u
 }
 
 /// Row `r` of every `U[ξ]` (see [`portable::transform_weight_row`]), with AVX-512 when the CPU
 /// has it.
-fn transform_weight_row(simd: Simd, w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+///
+/// # Safety
+/// `up` points at `16 · o · c` floats, in which no one else accesses row `r` of any `U[ξ]`
+/// meanwhile.
+unsafe fn transform_weight_row(simd: Simd, w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() {
-        // SAFETY: AVX-512F is present; row r of U is this call's (see transform_weights).
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); `up` as
+        // this function requires.
         return unsafe { avx512::transform_weight_row(w, o, c, r, up) };
     }
-    portable::transform_weight_row(w, o, c, r, up)
+    // SAFETY: `up` as this function requires.
+    unsafe { portable::transform_weight_row(w, o, c, r, up) }
 }
 
 /// Transformed kernels for [`multiply`].
@@ -396,7 +406,9 @@ fn transform_input(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() && addr.inp32.len() == (r1 - r0) * tl.tw {
-        // SAFETY: AVX-512F is present and inp32 holds the block's offsets (checked above).
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new). inp32 is
+        // inp as i32 (Addr::fill writes both), here with the block's length; the kernel checks
+        // the other bounds.
         return unsafe { avx512::transform_input(g, tl, addr, x, r0, r1, v, even, odd) };
     }
     portable::transform_input(g, tl, addr, x, r0, r1, v, even, odd)
@@ -404,8 +416,12 @@ fn transform_input(
 
 /// The output transform of a block (see [`portable::transform_output`]), with AVX-512 when the
 /// CPU has it.
+///
+/// # Safety
+/// `addr` was filled for this block of `g` and `tl`, and `yp` points at the whole output
+/// `[B, O, Ho, Wo]` of `g`, whose pixels of this block's tiles no one else accesses meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn transform_output(
+unsafe fn transform_output(
     simd: Simd,
     g: &Geom,
     tl: &Tiles,
@@ -418,10 +434,12 @@ fn transform_output(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() && addr.out32.len() == t_n {
-        // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); out32 is out
+        // as i32 (Addr::fill), here with the block's length; `yp` as this function requires.
         return unsafe { avx512::transform_output(g, tl, addr, m, t_n, bias, relu, yp) };
     }
-    portable::transform_output(g, tl, addr, m, t_n, bias, relu, yp)
+    // SAFETY: `addr` and `yp` as this function requires.
+    unsafe { portable::transform_output(g, tl, addr, m, t_n, bias, relu, yp) }
 }
 
 /// `dM` of a block (see [`portable::transform_output_grad`]), with AVX-512 when the CPU has it.
@@ -436,7 +454,10 @@ fn transform_output_grad(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() && addr.out32.len() == t_n {
-        // SAFETY: AVX-512F is present and out32 holds the block's offsets (checked above).
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new). out32 is out
+        // as i32 (Addr::fill, always called for this block of g and tl before the transforms),
+        // here with the block's length, so the pixels it gathers lie in the image; the kernel
+        // checks the lengths of gy and m.
         return unsafe { avx512::transform_output_grad(g, tl, addr, gy, t_n, m) };
     }
     portable::transform_output_grad(g, tl, addr, gy, t_n, m)
@@ -524,7 +545,10 @@ fn conv_fwd_transformed(
                 transform_input(simd, g, &tl, addr, x, r0, r1, v, even, odd);
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
                 multiply(g, u, &sc.v, m, t_n, par);
-                transform_output(simd, g, &tl, &sc.addr, m, t_n, bias, relu, yp);
+                // SAFETY: sc.addr was filled for this block (block_buffers); yp is y, the whole
+                // [B, O, Ho, Wo] output, and blocks are disjoint tile rows, so this block's
+                // pixels are its own.
+                unsafe { transform_output(simd, g, &tl, &sc.addr, m, t_n, bias, relu, yp) };
             });
         },
     );
@@ -566,7 +590,9 @@ fn grad_u_grouped(simd: Simd, g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> Ve
                 transform_output_grad(simd, g, tl, &sc.addr, gy, t_n, m);
                 // dU[ξ] (O×C) += dM[ξ] (O×T) · V[ξ]ᵀ (T×C)
                 for xi in 0..16 {
-                    // SAFETY: the matrices lie inside their slices with the given strides.
+                    // SAFETY: dU[ξ] (O×C) lies inside du (16·o·c floats, this group's own), dM[ξ]
+                    // (O×T) inside m (16·o·t_n) and V[ξ] (C×T, read transposed) inside sc.v
+                    // (grown to 16·c·t_n by block_buffers).
                     unsafe {
                         gemm_f32(
                             o,
@@ -648,8 +674,9 @@ fn grad_u_in_place(simd: Simd, g: &Geom, tl: &Tiles, x: &[f32], gy: &[f32]) -> V
                         let m = &mbuf[j * ms + (xi * o + o0) * t_n..];
                         let v = &vbuf[j * vs + xi * c * t_n..];
                         // dU[ξ] rows (rows×C) += dM[ξ] rows (rows×T) · V[ξ]ᵀ (T×C)
-                        // SAFETY: the matrices lie inside their slices with the given strides;
-                        // these rows of dU[ξ] are this task's alone.
+                        // SAFETY: rows o0..o0 + rows of dU[ξ] lie inside du (16·o·c floats) and
+                        // are this task's alone; block j's dM[ξ] rows and V[ξ] lie inside its
+                        // regions of mbuf / vbuf (sized for the largest block, t_max tiles).
                         unsafe {
                             gemm_f32(
                                 rows,

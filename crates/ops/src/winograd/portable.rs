@@ -22,8 +22,12 @@ fn copy_lanes(dst: &mut [f32], src: &[f32], n: usize) {
 }
 
 /// Row `r` of every `U[ξ]`, 16 input channels at a time.
+///
+/// # Safety
+/// As [`super::transform_weight_row`]: `up` points at `16 · o · c` floats, in which no one else
+/// accesses row `r` of any `U[ξ]` meanwhile.
 #[inline(always)]
-pub(super) fn transform_weight_row(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
+pub(super) unsafe fn transform_weight_row(w: &[f32], o: usize, c: usize, r: usize, up: SendPtr) {
     let row = &w[r * c * 9..(r + 1) * c * 9];
     let mut q = 0;
     while q < c {
@@ -55,7 +59,8 @@ pub(super) fn transform_weight_row(w: &[f32], o: usize, c: usize, r: usize, up: 
                 vals[3][l] = d;
             }
             for (j, v) in vals.iter().enumerate() {
-                // SAFETY: in bounds; row r of each U[ξ] is written by this task only.
+                // SAFETY: columns q..q + n < c of row r < o of U[ξ], inside the 16·o·c floats at
+                // `up`, which this call alone accesses (the function's contract).
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(up.get().add(((i * 4 + j) * o + r) * c + q), n)
                 };
@@ -145,10 +150,15 @@ pub(super) fn transform_input(
 }
 
 /// Output transform of a block: `y = Aᵀ M A` per tile (+ bias, ReLU), into the pixels of `y`
-/// the block's tiles cover. `yp` points at the whole output `[B, O, Ho, Wo]`.
+/// the block's tiles cover.
+///
+/// # Safety
+/// As [`super::transform_output`]: `addr` was filled for this block of `g` and `tl`, and `yp`
+/// points at the whole output `[B, O, Ho, Wo]`, whose pixels of this block's tiles no one else
+/// accesses.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn transform_output(
+pub(super) unsafe fn transform_output(
     g: &Geom,
     tl: &Tiles,
     addr: &Addr,
@@ -196,7 +206,9 @@ pub(super) fn transform_output(
                 let cols = 2 * n - usize::from(addr.edge[t0 + n - 1] & 1 == 0);
                 let rows = 1 + usize::from(addr.edge[t0] & 2 != 0);
                 for (a, pair) in out.iter().enumerate().take(rows) {
-                    // SAFETY: these output pixels belong to this block's tiles only.
+                    // SAFETY: `rows` output rows of `cols` pixels from tile t0's top-left pixel
+                    // in channel oc: the pixels of these n tiles (the edge bits drop a missing
+                    // bottom row or right column), inside y and this block's alone.
                     let yrow = unsafe {
                         std::slice::from_raw_parts_mut(yp.get().add(base + a * wo), cols)
                     };
@@ -215,7 +227,8 @@ pub(super) fn transform_output(
             } else {
                 for l in 0..n {
                     let (base, edge) = (addr.out[t0 + l] + oc * np, addr.edge[t0 + l]);
-                    // SAFETY: as above; the edge bits keep the writes inside the image.
+                    // SAFETY: as above, per tile: its top-left pixel, and the right / bottom
+                    // ones only where the edge bits say they are inside the image.
                     unsafe {
                         let y = yp.get().add(base);
                         *y = out[0][0][l];
