@@ -2,11 +2,11 @@
 //! tasks drive `cargo` through the `CARGO` env var and shell out to the `pyramid` binary.
 
 mod bench;
-mod tidy;
 mod ci;
 mod data;
 mod pyramid;
 mod quickstart;
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::Command;

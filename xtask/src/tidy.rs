@@ -52,12 +52,21 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
 
 fn tracked_files(root: &Path) -> Result<Vec<PathBuf>> {
     let out = std::process::Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(root)
         .output()
         .context("running git ls-files")?;
     if !out.status.success() {
-        bail!("git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "git ls-files failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(out
         .stdout
@@ -252,12 +261,16 @@ mod tests {
     fn each_rule_catches_its_violation() {
         let p = Path::new("crates/x/src/lib.rs");
         let needle = ["shared", "/docs"].concat();
-        assert_eq!(no_private_paths(p, &format!("see ../{needle}/METHOD.md")).len(), 1);
+        assert_eq!(
+            no_private_paths(p, &format!("see ../{needle}/METHOD.md")).len(),
+            1
+        );
         assert!(no_private_paths(p, "see docs/method.md").is_empty());
 
         let bad = "fn f() {\n    let x = unsafe { g() };\n}\n";
         assert_eq!(unsafe_has_safety(p, bad).len(), 1);
-        let good = "fn f() {\n    // SAFETY: g has no preconditions.\n    let x = unsafe { g() };\n}\n";
+        let good =
+            "fn f() {\n    // SAFETY: g has no preconditions.\n    let x = unsafe { g() };\n}\n";
         assert!(unsafe_has_safety(p, good).is_empty());
         let in_tests = "fn f() {}\n#[cfg(test)]\nmod tests {\n    fn t() { unsafe { g() } }\n}\n";
         assert!(unsafe_has_safety(p, in_tests).is_empty());

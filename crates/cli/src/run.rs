@@ -42,9 +42,10 @@ fn validate(
     config: &std::path::Path,
     cfg: &ExperimentConfig,
 ) -> Result<(Plan, pyramid::data::ExperimentData)> {
-    let plan = cfg.validate().map_err(anyhow::Error::from).and_then(|_| {
-        Plan::build(cfg).with_context(|| format!("planning {}", config.display()))
-    });
+    let plan = cfg
+        .validate()
+        .map_err(anyhow::Error::from)
+        .and_then(|_| Plan::build(cfg).with_context(|| format!("planning {}", config.display())));
     let data = pyramid::data::ExperimentData::load(cfg, &candle_core::Device::Cpu)
         .with_context(|| format!("loading the data of {}", config.display()));
     match (plan, data) {

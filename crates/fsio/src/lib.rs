@@ -16,7 +16,8 @@ pub struct WriteError {
 
 impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
+        // The io error is the `source`: printed by `{:#}` chains, not repeated here.
+        write!(f, "cannot {} {}", self.op, self.path.display())
     }
 }
 
@@ -234,6 +235,7 @@ mod tests {
         let e = write_atomic(&q, b"bad").unwrap_err();
         assert_eq!(e.op, "rename");
         assert!(e.to_string().contains("folder"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
         assert_eq!(fs::read(&p).unwrap(), b"good");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }

@@ -20,18 +20,24 @@ pub const CONFIG_KEY: &str = "pyramid.model_config";
 pub const FORMAT_KEY: &str = "pyramid.format";
 const FORMAT_VERSION: &str = "1";
 
-fn file_err(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::File {
-        path: path.display().to_string(),
+fn bad(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
         message: message.to_string(),
+    }
+}
+
+fn in_file(path: &Path) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| Error::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     }
 }
 
 /// Writes `bytes` to `path` atomically (see `pyramid_fsio::write_atomic`): a crash leaves
 /// either the old file or the new one, never a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    pyramid_fsio::write_atomic(path, bytes)
-        .map_err(|e| file_err(&e.path, format!("{}: {}", e.op, e.source)))
+    Ok(pyramid_fsio::write_atomic(path, bytes)?)
 }
 
 impl Model {
@@ -59,8 +65,12 @@ impl Model {
         let views: Vec<(String, TensorView)> = data
             .iter()
             .map(|(n, shape, bytes)| {
-                let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map_err(|e| file_err(path, e))?;
+                let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| {
+                    Error::Safetensors {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                })?;
                 Ok((n.clone(), view))
             })
             .collect::<Result<_, Error>>()?;
@@ -70,7 +80,10 @@ impl Model {
             serde_json::to_string(self.config()).expect("configs serialise"),
         );
         meta.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| file_err(path, e))?;
+        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         // Sorted metadata: identical models give byte-identical files.
         write_atomic(path, &pyramid_fsio::canonical_safetensors(bytes))
     }
@@ -85,9 +98,9 @@ impl Model {
         let model = Model::from_fn(spec, device, |p| {
             let t = tensors
                 .remove(&p.name)
-                .ok_or_else(|| file_err(path, format!("missing tensor `{}`", p.name)))?;
+                .ok_or_else(|| bad(path, format!("missing tensor `{}`", p.name)))?;
             if t.dims() != p.shape.as_slice() {
-                return Err(file_err(
+                return Err(bad(
                     path,
                     format!(
                         "tensor `{}` has shape {:?}, the model needs {:?}",
@@ -100,7 +113,7 @@ impl Model {
             Ok(t)
         })?;
         if let Some(extra) = tensors.keys().next() {
-            return Err(file_err(
+            return Err(bad(
                 path,
                 format!("unexpected tensor `{extra}` for model {}", model.id()),
             ));
@@ -120,7 +133,7 @@ impl Model {
     ) -> Result<Vec<String>, Error> {
         let path = path.as_ref();
         if self.options().width_div != 1 {
-            return Err(file_err(
+            return Err(bad(
                 path,
                 format!(
                     "ImageNet weights need full width (width_div = 1), this model has width_div = {}",
@@ -128,13 +141,14 @@ impl Model {
                 ),
             ));
         }
-        let tensors = candle_core::pickle::read_all(path).map_err(|e| file_err(path, e))?;
+        let tensors =
+            candle_core::pickle::read_all(path).map_err(|e| in_file(path)(Error::Candle(e)))?;
         let tensors: HashMap<String, Tensor> = tensors
             .into_iter()
             .map(|(k, v)| (k.strip_prefix("module.").unwrap_or(&k).to_string(), v))
             .collect();
         if tensors.contains_key("features.1.running_mean") {
-            return Err(file_err(
+            return Err(bad(
                 path,
                 "this is a batch-norm VGG19 (vgg19_bn); expected torchvision's plain vgg19",
             ));
@@ -150,12 +164,12 @@ impl Model {
                 let key = format!("features.{fidx}.{leaf}");
                 let mut t = tensors
                     .get(&key)
-                    .ok_or_else(|| file_err(path, format!("missing `{key}` (for `{ours}`)")))?
+                    .ok_or_else(|| bad(path, format!("missing `{key}` (for `{ours}`)")))?
                     .to_dtype(candle_core::DType::F32)?;
                 if leaf == "weight" && *conv == "conv1_1" && self.options().in_channels == 1 {
                     t = t.sum_keepdim(1)?;
                 }
-                self.set(&ours, &t).map_err(|e| file_err(path, e))?;
+                self.set(&ours, &t).map_err(in_file(path))?;
                 imported.push(ours);
             }
         }
@@ -198,27 +212,35 @@ pub const TORCHVISION_FEATURE_INDEX: [usize; 16] =
 
 /// Reads a checkpoint's config and tensors without building the model.
 pub fn read_checkpoint(path: &Path) -> Result<(ModelConfig, Vec<(String, Tensor)>), Error> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let not_safetensors = |e| Error::Safetensors {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
     let config_json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(CONFIG_KEY))
         .ok_or_else(|| {
-            file_err(
+            bad(
                 path,
                 format!("no `{CONFIG_KEY}` in the metadata: not a pyramid checkpoint"),
             )
         })?;
-    let config: ModelConfig = serde_json::from_str(config_json)
-        .map_err(|e| file_err(path, format!("bad `{CONFIG_KEY}`: {e}")))?;
+    let config: ModelConfig = serde_json::from_str(config_json).map_err(|e| Error::Metadata {
+        path: path.to_path_buf(),
+        key: CONFIG_KEY,
+        source: e,
+    })?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(file_err(
+            return Err(bad(
                 path,
                 format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
             ));

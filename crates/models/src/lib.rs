@@ -5,6 +5,8 @@
 //! roles, shapes, counts); a [`Model`] adds candle `Var`s named like PyTorch state-dict keys
 //! (`B3.conv3_1.weight`), a forward pass with taps, and inheritance of weights by name.
 
+use std::path::PathBuf;
+
 pub mod adapter;
 pub mod blocks;
 pub mod config;
@@ -45,8 +47,37 @@ pub enum Error {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
+    /// A checkpoint or weights file that is readable but not what it must be.
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] pyramid_fsio::WriteError),
+    #[error("{}: not a safetensors file", path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{}: bad `{key}` metadata", path.display())]
+    Metadata {
+        path: PathBuf,
+        key: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An error while reading or applying the tensors of a file.
+    #[error("{}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

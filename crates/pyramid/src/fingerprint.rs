@@ -208,8 +208,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A value as shown in a difference: strings unquoted, anything long cut with an ellipsis.
 fn short(v: &Value) -> String {
-    let s = v.to_string();
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     if s.chars().count() > 60 {
         format!("{}…", s.chars().take(57).collect::<String>())
     } else {

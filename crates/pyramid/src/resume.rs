@@ -51,10 +51,17 @@ pub struct LevelState {
     pub stage: Option<StageSnapshot>,
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::File {
-        path: path.display().to_string(),
-        message: e.to_string(),
+fn not_state(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ {
+    move |source| Error::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn bad_json(path: &Path) -> impl Fn(serde_json::Error) -> Error + '_ {
+    move |source| Error::Json {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -80,37 +87,35 @@ pub fn save(
             tensors.insert(format!("adapter/{n}"), t.clone());
         }
     }
-    let meta = serde_json::to_string(progress).map_err(|e| file_err(path, e))?;
+    let meta = serde_json::to_string(progress).map_err(bad_json(path))?;
     let info = HashMap::from([(META_KEY.to_string(), meta)]);
     let cpu: BTreeMap<String, Tensor> = tensors
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
         .collect::<Result<_, candle_core::Error>>()?;
     let bytes =
-        safetensors::tensor::serialize(cpu.iter(), Some(info)).map_err(|e| file_err(path, e))?;
+        safetensors::tensor::serialize(cpu.iter(), Some(info)).map_err(|e| Error::file(path, e))?;
     pyramid_fsio::write_atomic(path, &pyramid_fsio::canonical_safetensors(bytes))
-        .map_err(|e| file_err(&e.path, format!("{}: {}", e.op, e.source)))
+        .map_err(|e| Error::file(&e.path, format!("{}: {}", e.op, e.source)))
 }
 
 /// Reads a state written by [`save`]; tensors go to `device`.
 pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(not_state(path))?;
     let meta = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| {
-            file_err(
+            Error::file(
                 path,
                 format!("no `{META_KEY}` metadata: not a resume state"),
             )
         })?;
-    let progress: LevelProgress =
-        serde_json::from_str(meta).map_err(|e| file_err(path, format!("bad `{META_KEY}`: {e}")))?;
+    let progress: LevelProgress = serde_json::from_str(meta).map_err(bad_json(path))?;
     if progress.format != RUN_FORMAT {
-        return Err(file_err(
+        return Err(Error::file(
             path,
             format!(
                 "resume state of run format {}, this build writes {RUN_FORMAT}",
@@ -118,8 +123,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
             ),
         ));
     }
-    let all = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let all = candle_core::safetensors::load_buffer(&bytes, device)?;
     let (mut model, mut best, mut optim, mut adapter) =
         (Vec::new(), Vec::new(), BTreeMap::new(), Vec::new());
     let mut names: Vec<_> = all.into_iter().collect();
@@ -132,7 +136,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
                 optim.insert(n.to_string(), t);
             }
             Some(("adapter", n)) => adapter.push((n.to_string(), t)),
-            _ => return Err(file_err(path, format!("unexpected tensor `{k}`"))),
+            _ => return Err(Error::file(path, format!("unexpected tensor `{k}`"))),
         }
     }
     let stage = match (&progress.stage, &progress.optimizer) {
@@ -147,7 +151,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
         }),
         (None, _) => None,
         (Some(_), None) => {
-            return Err(file_err(
+            return Err(Error::file(
                 path,
                 "a stage in progress without its optimiser state",
             ))
@@ -162,32 +166,30 @@ pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
 
 /// Reads only the fingerprint of a state (for the run directory's check).
 pub fn fingerprint_of(path: &Path) -> Result<String, Error> {
-    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(Error::io("open", path))?;
     use std::io::Read;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| file_err(path, e))?;
+    f.read_exact(&mut len).map_err(Error::io("read", path))?;
     let n = u64::from_le_bytes(len);
     if n > 100 << 20 {
-        return Err(file_err(path, "not a resume state (header too large)"));
+        return Err(Error::file(path, "not a resume state (header too large)"));
     }
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| file_err(path, e))?;
+    f.read_exact(&mut header).map_err(Error::io("read", path))?;
     #[derive(Deserialize)]
     struct Header {
         #[serde(rename = "__metadata__")]
         metadata: BTreeMap<String, String>,
     }
-    let h: Header = serde_json::from_slice(&header)
-        .map_err(|e| file_err(path, format!("not a resume state: {e}")))?;
+    let h: Header = serde_json::from_slice(&header).map_err(bad_json(path))?;
     let meta = h
         .metadata
         .get(META_KEY)
-        .ok_or_else(|| file_err(path, format!("no `{META_KEY}` metadata")))?;
+        .ok_or_else(|| Error::file(path, format!("no `{META_KEY}` metadata")))?;
     #[derive(Deserialize)]
     struct Fp {
         fingerprint: String,
     }
-    let fp: Fp =
-        serde_json::from_str(meta).map_err(|e| file_err(path, format!("bad `{META_KEY}`: {e}")))?;
+    let fp: Fp = serde_json::from_str(meta).map_err(bad_json(path))?;
     Ok(fp.fingerprint)
 }

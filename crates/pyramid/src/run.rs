@@ -124,13 +124,6 @@ pub struct Results {
     pub wall_seconds: f64,
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::File {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
 struct Ctx<'a> {
     cfg: &'a ExperimentConfig,
     data: &'a ExperimentData,
@@ -213,7 +206,7 @@ impl Ctx<'_> {
         let found = checkpoint_fingerprint(&path)?;
         let want = &self.fingerprint(at).hash;
         if found.as_deref() != Some(want.as_str()) {
-            return Err(file_err(
+            return Err(Error::file(
                 &path,
                 format!(
                     "fingerprint {} but the plan's {at} is {want}: the file was replaced after its result.json was written",
@@ -237,9 +230,12 @@ impl Ctx<'_> {
 
 /// The fingerprint stamped in a checkpoint's metadata, if any.
 pub fn checkpoint_fingerprint(path: &Path) -> Result<Option<String>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(meta
         .metadata()
         .as_ref()
@@ -318,7 +314,7 @@ impl LevelSink {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(file_err(&path, e)),
+            Err(e) => Err(Error::io("remove", &path)(e)),
         }
     }
 }
@@ -368,7 +364,7 @@ impl Models {
     fn get(&mut self, ctx: &Ctx, at: &ModelRef) -> Result<&Model, Error> {
         if !self.loaded.contains_key(at) {
             if !ctx.dir(at).join("result.json").exists() {
-                return Err(file_err(
+                return Err(Error::file(
                     &ctx.dir(at).join("final.safetensors"),
                     format!("{at} is needed but has not been trained (no result.json)"),
                 ));
@@ -431,7 +427,7 @@ fn survey(
         if recorded_fp.as_deref() == Some(fp.hash.as_str()) {
             if matches!(what, Found::Complete) && state.exists() {
                 // Killed between its result.json and the state's removal.
-                std::fs::remove_file(&state).map_err(|e| file_err(&state, e))?;
+                std::fs::remove_file(&state).map_err(Error::io("remove", &state))?;
             }
             found.insert(at.clone(), what);
             continue;
@@ -459,7 +455,7 @@ fn survey(
         });
     }
     for dir in redo {
-        std::fs::remove_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        std::fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
     }
     Ok(found)
 }
@@ -477,12 +473,23 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     if let Some(d) = &opts.data_dir {
         cfg.data.root = Some(d.clone());
     }
-    cfg.validate()?;
-    let plan = Plan::build(&cfg)?;
     let device = crate::device_from_str(&cfg.device)?;
-    // The data loads before anything is written: a bad data file leaves the run directory as
-    // it was.
-    let data = ExperimentData::load(&cfg, &device)?;
+    // Plan and data are both checked before anything is written, and their problems reported
+    // together: a bad data file leaves the run directory as it was.
+    let plan = cfg.validate().and_then(|_| Plan::build(&cfg));
+    let data = ExperimentData::load(&cfg, &device);
+    let (plan, data) = match (plan, data) {
+        (Ok(p), Ok(d)) => (p, d),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(p), Err(d)) => {
+            let mut problems = match p {
+                Error::Plan(v) => v,
+                other => vec![crate::error_chain(&other)],
+            };
+            problems.push(format!("data: {}", crate::error_chain(&d)));
+            return Err(Error::Plan(problems));
+        }
+    };
     tracing::info!(
         "data {}: {} train / {} test images, {} classes",
         cfg.data.dataset,
@@ -493,13 +500,13 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     let fingerprints = Fingerprints::of_plan(&cfg, &plan, &data.identity, data.classes);
     let out = cfg.out_dir.clone();
     let lock = RunLock::acquire(&out)?;
-    let stale = pyramid_fsio::remove_temp_files(&out).map_err(|e| file_err(&out, e))?;
+    let stale = pyramid_fsio::remove_temp_files(&out)?;
     for p in &stale {
         tracing::info!("removed {}, left by a killed run", p.display());
     }
     let found = survey(&out, &fingerprints, opts.force)?;
     let resolved =
-        toml::to_string_pretty(&cfg).map_err(|e| file_err(&out.join("config.toml"), e))?;
+        toml::to_string_pretty(&cfg).map_err(|e| Error::file(&out.join("config.toml"), e))?;
     write_atomic(out.join("config.toml"), resolved.as_bytes())?;
     write_json_atomic(out.join("plan.json"), &plan)?;
     tracing::info!(
@@ -682,7 +689,7 @@ fn resume_state(ctx: &Ctx, at: &ModelRef) -> Result<Option<resume::LevelState>, 
     }
     let state = resume::load(&path, &ctx.device)?;
     if state.progress.fingerprint != ctx.fingerprint(at).hash {
-        return Err(file_err(
+        return Err(Error::file(
             &path,
             "fingerprint changed while the run was starting",
         ));
@@ -749,7 +756,7 @@ fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
         TeacherConfig::Load { path } => {
             let m = Model::load(path, device)?;
             if m.id() != ModelId::VGG19 || m.options() != &options {
-                return Err(file_err(
+                return Err(Error::file(
                     path,
                     format!(
                         "teacher checkpoint is {} with {:?}; the config needs VGG19 with {:?}",

@@ -20,15 +20,9 @@ pub struct RunLock {
 impl RunLock {
     /// Creates `dir` if needed and locks it, or names the process that holds it.
     pub fn acquire(dir: &Path) -> Result<Self, Error> {
-        let err = |e: std::io::Error| Error::File {
-            path: dir.join(LOCK_FILE).display().to_string(),
-            message: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::File {
-            path: dir.display().to_string(),
-            message: format!("cannot create the run directory: {e}"),
-        })?;
+        std::fs::create_dir_all(dir).map_err(Error::io("create the run directory", dir))?;
         let path = dir.join(LOCK_FILE);
+        let err = |e: std::io::Error| Error::io("lock", &path)(e);
         let mut file = loop {
             let mut file = OpenOptions::new()
                 .read(true)

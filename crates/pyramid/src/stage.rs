@@ -169,10 +169,10 @@ impl StageRun<'_> {
                 Some(t.forward_taps(images, Mode::Eval, &taps)?)
             }
             (None, true) => {
-                return Err(Error::Stage(format!(
-                    "{}: the plan's loss reads a teacher, but none was given",
-                    self.label
-                )))
+                return Err(Error::Stage {
+                    label: self.label.clone(),
+                    message: "the plan's loss reads a teacher, but none was given".into(),
+                })
             }
             _ => None,
         };
@@ -211,10 +211,10 @@ impl StageRun<'_> {
             teacher_logits: tl.as_ref(),
             labels: Some(labels),
         };
-        let value = plan
-            .loss
-            .evaluate(&inputs)
-            .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
+        let value = plan.loss.evaluate(&inputs).map_err(|source| Error::Loss {
+            label: self.label.clone(),
+            source,
+        })?;
         Ok((value, out.logits))
     }
 
@@ -292,10 +292,13 @@ impl StageRun<'_> {
         };
         for (what, r) in [("selection", Some(&sel)), ("test", test.as_ref())] {
             if let Some(r) = r.filter(|r| !r.loss.is_finite()) {
-                return Err(Error::Stage(format!(
-                    "{}: the {what} loss is {} after epoch {epoch}; lower the learning rate",
-                    self.label, r.loss
-                )));
+                return Err(Error::Stage {
+                    label: self.label.clone(),
+                    message: format!(
+                        "the {what} loss is {} after epoch {epoch}; lower the learning rate",
+                        r.loss
+                    ),
+                });
             }
         }
         Ok((sel, test))
@@ -310,7 +313,10 @@ impl StageRun<'_> {
         let mut optimizer = plan
             .optimizer
             .build(self.trainable_params()?)
-            .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
+            .map_err(|source| Error::Optimizer {
+                label: self.label.clone(),
+                source,
+            })?;
         let monitored = |r: &EvalResult| {
             if accuracy_monitored {
                 r.acc.unwrap_or(0.0)
@@ -325,14 +331,19 @@ impl StageRun<'_> {
             Some(r) => {
                 optimizer
                     .load_state(&r.optimizer)
-                    .map_err(|e| Error::Stage(format!("{}: resume state: {e}", self.label)))?;
+                    .map_err(|source| Error::Optimizer {
+                        label: format!("{} (resume state)", self.label),
+                        source,
+                    })?;
                 if let Some(a) = self.adapter {
                     for ((name, var), (saved, t)) in a.params().iter().zip(&r.adapter) {
                         if name != saved {
-                            return Err(Error::Stage(format!(
-                                "{}: resume state has regressor `{saved}` where `{name}` was expected",
-                                self.label
-                            )));
+                            return Err(Error::Stage {
+                                label: self.label.clone(),
+                                message: format!(
+                                    "resume state has regressor `{saved}` where `{name}` was expected"
+                                ),
+                            });
                         }
                         var.set(t)?;
                     }
@@ -351,10 +362,13 @@ impl StageRun<'_> {
             }
             None => {
                 // Epoch 0: the starting state is a candidate (§8.2 step 2, §8.3 step 2).
-                let mut schedule = plan
-                    .schedule
-                    .build(optimizer.lrs())
-                    .map_err(|e| Error::Stage(format!("{}: {e}", self.label)))?;
+                let mut schedule =
+                    plan.schedule
+                        .build(optimizer.lrs())
+                        .map_err(|source| Error::Optimizer {
+                            label: self.label.clone(),
+                            source,
+                        })?;
                 let t0 = Instant::now();
                 let (sel, test0) = self.evaluate_epoch(data, 0)?;
                 let metric = monitored(&sel);
@@ -427,10 +441,13 @@ impl StageRun<'_> {
                     self.batch_loss(&batch.images, &batch.labels, Mode::Train(&mut rng))?;
                 let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !v.is_finite() {
-                    return Err(Error::Stage(format!(
-                        "{}: loss became {v} at epoch {epoch}, batch {}; lower the learning rate",
-                        self.label, batch.index
-                    )));
+                    return Err(Error::Stage {
+                        label: self.label.clone(),
+                        message: format!(
+                            "loss became {v} at epoch {epoch}, batch {}; lower the learning rate",
+                            batch.index
+                        ),
+                    });
                 }
                 let grads = loss.backward()?;
                 optimizer.step(&grads)?;
@@ -631,8 +648,12 @@ pub fn evaluate_model(model: &Model, loader: &Loader) -> Result<(f64, f64), Erro
         let batch = batch?;
         let b = batch.indices.len();
         let logits = model.forward(&batch.images, Mode::Eval)?;
-        let l = pyramid_losses::cross_entropy(&logits, &batch.labels)
-            .map_err(|e| Error::Stage(e.to_string()))?;
+        let l = pyramid_losses::cross_entropy(&logits, &batch.labels).map_err(|source| {
+            Error::Loss {
+                label: "evaluation".into(),
+                source,
+            }
+        })?;
         loss += l.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
         correct += count_correct(&logits, &batch.labels)?;
         n += b;

@@ -7,7 +7,7 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 
     /// A file-system operation failed; names the path.
-    #[error("{op} {path}: {source}")]
+    #[error("cannot {op} {}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -16,15 +16,18 @@ pub enum TrainError {
     },
 
     /// JSON (de)serialisation failed; names the path when there is one.
-    #[error("json {path:?}: {source}")]
+    #[error("bad JSON{}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
     Json {
         path: Option<PathBuf>,
         #[source]
         source: serde_json::Error,
     },
 
-    #[error("safetensors {path}: {message}")]
+    #[error("{}: {message}", path.display())]
     Safetensors { path: PathBuf, message: String },
+
+    #[error(transparent)]
+    Write(#[from] pyramid_fsio::WriteError),
 
     /// Invalid optimiser / schedule configuration.
     #[error("invalid config: {0}")]

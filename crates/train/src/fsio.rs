@@ -10,7 +10,7 @@ use crate::error::{Result, TrainError};
 /// Writes `bytes` to `path` atomically (see `pyramid_fsio::write_atomic`): temp file in the
 /// same folder, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    pyramid_fsio::write_atomic(path, bytes).map_err(|e| TrainError::io(e.op, e.path, e.source))
+    Ok(pyramid_fsio::write_atomic(path, bytes)?)
 }
 
 /// Pretty JSON of `value`, written atomically with a trailing newline.

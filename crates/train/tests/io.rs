@@ -44,7 +44,9 @@ fn errors_name_the_path() {
     std::fs::write(dir.path().join("blocker"), b"").unwrap();
     let p = dir.path().join("blocker").join("x.json");
     let e = write_atomic(&p, b"x").unwrap_err();
-    assert!(matches!(e, TrainError::Io { .. }));
+    // The one conversion of an fsio error: its op and path, with the io error as source.
+    assert!(matches!(e, TrainError::Write(_)));
+    assert!(std::error::Error::source(&e).is_some());
     assert!(e.to_string().contains("blocker"), "{e}");
     let e = read_json::<EpochMetrics>(&p).unwrap_err();
     assert!(e.to_string().contains("x.json"), "{e}");
