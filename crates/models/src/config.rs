@@ -209,6 +209,50 @@ impl Default for ModelOptions {
     }
 }
 
+/// What an experiment chooses of [`ModelOptions`]: all but `classes`, which the data set
+/// gives. The same fields with the same defaults, so configs and checkpoints cannot drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Square input size; a multiple of 32 (five 2×2 pools). 96 in the paper.
+    #[serde(default = "default_input_size")]
+    pub input_size: usize,
+    /// Divides every conv width and the FC3 hidden widths: 1 = the paper, 8 or 16 for CPU-scale runs.
+    #[serde(default = "default_width_div")]
+    pub width_div: usize,
+    /// 3 (grayscale replicated to RGB) or 1 (grayscale kept; RGB data is refused).
+    #[serde(default = "default_in_channels")]
+    pub in_channels: usize,
+    /// Batch norm after every conv (off in the paper).
+    #[serde(default)]
+    pub batch_norm: bool,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        let o = ModelOptions::default();
+        Self {
+            input_size: o.input_size,
+            width_div: o.width_div,
+            in_channels: o.in_channels,
+            batch_norm: o.batch_norm,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// The full options for a data set of `classes` classes.
+    pub fn options(&self, classes: usize) -> ModelOptions {
+        ModelOptions {
+            classes,
+            input_size: self.input_size,
+            in_channels: self.in_channels,
+            width_div: self.width_div,
+            batch_norm: self.batch_norm,
+        }
+    }
+}
+
 impl ModelOptions {
     pub fn with_classes(mut self, classes: usize) -> Self {
         self.classes = classes;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pyramid_datasets::{Augment, DatasetKind};
 use pyramid_losses::LossSpec;
-use pyramid_models::{ModelId, ModelOptions, Scheme};
+use pyramid_models::{ModelId, ModelSettings, Scheme};
 use pyramid_train::optim::{AdamConfig, OptimizerConfig};
 use pyramid_train::schedule::{PlateauConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,9 @@ pub struct ExperimentConfig {
     #[serde(default = "default_device")]
     pub device: String,
     pub data: DataConfig,
+    /// Model options (input size, width, channels, batch norm); the classes come from the data.
     #[serde(default)]
-    pub model: ModelSection,
+    pub model: ModelSettings,
     #[serde(default = "default_schemes")]
     pub schemes: Vec<Scheme>,
     /// Method names, in report-column order (see `pyramid::method::REGISTRY`).
@@ -156,54 +157,6 @@ pub enum Selection {
     #[default]
     Test,
     Val,
-}
-
-/// Model options shared by the whole pyramid. `classes` comes from the data set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    #[serde(default = "default_input")]
-    pub input_size: usize,
-    #[serde(default = "default_one")]
-    pub width_div: usize,
-    /// 3 (grayscale replicated to RGB) or 1 (grayscale kept; RGB data is refused).
-    #[serde(default = "default_three")]
-    pub in_channels: usize,
-    #[serde(default)]
-    pub batch_norm: bool,
-}
-
-fn default_input() -> usize {
-    96
-}
-fn default_one() -> usize {
-    1
-}
-fn default_three() -> usize {
-    3
-}
-
-impl Default for ModelSection {
-    fn default() -> Self {
-        Self {
-            input_size: default_input(),
-            width_div: 1,
-            in_channels: 3,
-            batch_norm: false,
-        }
-    }
-}
-
-impl ModelSection {
-    pub fn options(&self, classes: usize) -> ModelOptions {
-        ModelOptions {
-            classes,
-            input_size: self.input_size,
-            in_channels: self.in_channels,
-            width_div: self.width_div,
-            batch_norm: self.batch_norm,
-        }
-    }
 }
 
 /// Where the VGG19 teacher comes from.
