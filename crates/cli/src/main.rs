@@ -48,6 +48,11 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     ALLOC.configure_from_env();
+    // A mistyped kernel choice would silently run another numerical path.
+    if let Some(problem) = pyramid_ops::ConvOptions::env_problem() {
+        eprintln!("error: {problem}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use pyramid_ops::Backend;
 use pyramid_rng::Rng;
 
@@ -452,11 +452,6 @@ impl Model {
             .broadcast_mul(&a.reshape((1, c, 1))?)?
             .broadcast_add(&b.reshape((1, c, 1))?)?
             .reshape((n, c, h, w))?)
-    }
-
-    /// Predicted class per row of `logits`.
-    pub fn argmax(logits: &Tensor) -> Result<Tensor, Error> {
-        Ok(logits.argmax(D::Minus1)?)
     }
 }
 

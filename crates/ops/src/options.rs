@@ -38,8 +38,8 @@ pub enum Isa {
 /// How `Backend::Fast` computes a convolution on the CPU (cuDNN makes its own choices).
 ///
 /// `Default` is the built-in tuning with the algorithm named by the environment variable
-/// `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`; anything else is `auto`), read once per
-/// process. The tiling fields only change speed; `algo` changes the rounding as well (Winograd
+/// `PYRAMID_CONV_ALGO` (`auto`, `im2col` or `winograd`; anything else is `auto`, and
+/// [`ConvOptions::env_problem`] reports it), read once per process. The tiling fields only change speed; `algo` changes the rounding as well (Winograd
 /// and im2col round differently). The results do not depend on the rayon thread count under
 /// any options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +66,20 @@ impl ConvOptions {
         im2col_min_cols: 256,
         winograd_block_floats: 1 << 20,
     };
+
+    /// The problem with `$PYRAMID_CONV_ALGO`, if it is set to something that is not an
+    /// algorithm (the default options then use `auto`). Programs should refuse to start on it.
+    pub fn env_problem() -> Option<String> {
+        match std::env::var("PYRAMID_CONV_ALGO").as_deref() {
+            Ok("" | "auto" | "im2col" | "winograd") | Err(std::env::VarError::NotPresent) => None,
+            Ok(other) => Some(format!(
+                "PYRAMID_CONV_ALGO = {other:?}: expected auto, im2col or winograd"
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Some("PYRAMID_CONV_ALGO is not valid UTF-8".into())
+            }
+        }
+    }
 
     fn from_env() -> Self {
         let algo = match std::env::var("PYRAMID_CONV_ALGO").as_deref() {

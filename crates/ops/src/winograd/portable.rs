@@ -13,8 +13,8 @@ use crate::par::SendPtr;
 #[inline(always)]
 fn copy_lanes(dst: &mut [f32], src: &[f32], n: usize) {
     if n == LANES {
-        let d: &mut [f32; LANES] = (&mut dst[..LANES]).try_into().unwrap();
-        let s: &[f32; LANES] = (&src[..LANES]).try_into().unwrap();
+        let d: &mut [f32; LANES] = (&mut dst[..LANES]).try_into().expect("LANES elements");
+        let s: &[f32; LANES] = (&src[..LANES]).try_into().expect("LANES elements");
         *d = *s;
     } else {
         dst[..n].copy_from_slice(&src[..n]);
@@ -213,7 +213,7 @@ pub(super) unsafe fn transform_output(
                         std::slice::from_raw_parts_mut(yp.get().add(base + a * wo), cols)
                     };
                     if cols == 2 * LANES {
-                        let d: &mut [f32; 2 * LANES] = yrow.try_into().unwrap();
+                        let d: &mut [f32; 2 * LANES] = yrow.try_into().expect("cols == 2 · LANES");
                         for l in 0..LANES {
                             d[2 * l] = pair[0][l];
                             d[2 * l + 1] = pair[1][l];
@@ -272,7 +272,7 @@ pub(super) fn transform_output_grad(
                 for (a, ya) in y.iter_mut().enumerate().take(rows) {
                     let src = &gy[base + a * wo..base + a * wo + cols];
                     if cols == 2 * LANES {
-                        let s: &[f32; 2 * LANES] = src.try_into().unwrap();
+                        let s: &[f32; 2 * LANES] = src.try_into().expect("cols == 2 · LANES");
                         for l in 0..LANES {
                             ya[0][l] = s[2 * l];
                             ya[1][l] = s[2 * l + 1];
