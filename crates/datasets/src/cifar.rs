@@ -6,13 +6,14 @@
 //! 1 fine label byte + 3,072 pixel bytes. Pixels are the R, G, B planes of a 32×32 image,
 //! each row-major, i.e. already C×H×W.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::dataset::Dataset;
 use crate::error::{read_file, Error, Result};
 use crate::pickle;
+use crate::registry::{Archive, DatasetInfo, LabelSet, Layout, Source};
 use crate::stl10::read_names;
-use crate::{Cifar100Labels, Split};
+use crate::{Cifar100Labels, Normalize, Split, DEFAULT_DATA_DIR};
 
 pub const SIDE: usize = 32;
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
@@ -165,6 +166,90 @@ pub(crate) const HINT100: &str =
     https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz) so that cifar-100-binary/ \
     lies in the data root (or the python version cifar-100-python/).";
 
+/// CIFAR-10 (Krizhevsky): the binary version, else the python pickles torchvision downloads.
+pub static CIFAR10: DatasetInfo = DatasetInfo {
+    name: "cifar10",
+    aliases: &[],
+    shape: (3, SIDE, SIDE),
+    labels: &[LabelSet::only(&CIFAR10_CLASSES)],
+    mean: &Normalize::CIFAR_MEAN,
+    std: &Normalize::CIFAR_STD,
+    train: 50_000,
+    test: 10_000,
+    unlabeled: None,
+    source: Source::Files {
+        default_root: DEFAULT_DATA_DIR,
+        layouts: &[
+            Layout {
+                dirs: &["cifar-10-batches-bin", ""],
+                markers: &["test_batch.bin", "data_batch_1.bin"],
+                files: "{data_batch_1..5,test_batch}.bin",
+                read: |dir, split, _| read_cifar10_bin(dir, split),
+            },
+            Layout {
+                dirs: &["cifar-10-batches-py", ""],
+                markers: &["test_batch", "data_batch_1"],
+                files: "{data_batch_1..5,test_batch} (python pickles)",
+                read: |dir, split, _| read_cifar10_py(dir, split),
+            },
+        ],
+        archive: Some(Archive {
+            url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            md5: "c32a1d4ab5d03f1284b67883e8d87530",
+            folder: "cifar-10-batches-bin",
+            markers: &["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"],
+        }),
+    },
+    hint: HINT10,
+};
+
+/// CIFAR-100 with its fine (default) or coarse labels, in the order of [`Cifar100Labels`].
+pub static CIFAR100: DatasetInfo = DatasetInfo {
+    name: "cifar100",
+    aliases: &[],
+    shape: (3, SIDE, SIDE),
+    labels: &[
+        LabelSet {
+            name: "fine",
+            classes: &CIFAR100_FINE,
+        },
+        LabelSet {
+            name: "coarse",
+            classes: &CIFAR100_COARSE,
+        },
+    ],
+    // METHOD §1 uses the CIFAR-10 constants for CIFAR-100 too.
+    mean: &Normalize::CIFAR_MEAN,
+    std: &Normalize::CIFAR_STD,
+    train: 50_000,
+    test: 10_000,
+    unlabeled: None,
+    source: Source::Files {
+        default_root: DEFAULT_DATA_DIR,
+        layouts: &[
+            Layout {
+                dirs: &["cifar-100-binary", ""],
+                markers: &["test.bin", "train.bin"],
+                files: "{train,test}.bin",
+                read: |dir, split, l| read_cifar100_bin(dir, split, Cifar100Labels::from_index(l)),
+            },
+            Layout {
+                dirs: &["cifar-100-python", ""],
+                markers: &["test", "train"],
+                files: "{train,test} (python pickles)",
+                read: |dir, split, l| read_cifar100_py(dir, split, Cifar100Labels::from_index(l)),
+            },
+        ],
+        archive: Some(Archive {
+            url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+            md5: "03b5dce01913d631647c71ecec9e9cb8",
+            folder: "cifar-100-binary",
+            markers: &["train.bin", "test.bin"],
+        }),
+    },
+    hint: HINT100,
+};
+
 /// Parses binary CIFAR records of `nlabels` label bytes + 3,072 pixels. `label_pos` selects
 /// the label byte that is returned; every label byte `j` is checked against `limits[j]`.
 /// Appends to `images`/`labels`.
@@ -221,12 +306,6 @@ fn read_required(path: &Path, hint: &str) -> Result<Vec<u8>> {
         });
     }
     read_file(path)
-}
-
-fn first_dir(root: &Path, sub: &str, marker: &str) -> Option<PathBuf> {
-    [root.join(sub), root.to_path_buf()]
-        .into_iter()
-        .find(|d| d.join(marker).is_file())
 }
 
 fn dataset(name: String, images: Vec<u8>, labels: Vec<u32>, names: Vec<String>) -> Dataset {
@@ -295,10 +374,7 @@ pub fn read_cifar100_bin(dir: &Path, split: Split, which: Cifar100Labels) -> Res
 }
 
 fn label_word(w: Cifar100Labels) -> &'static str {
-    match w {
-        Cifar100Labels::Fine => "fine",
-        Cifar100Labels::Coarse => "coarse",
-    }
+    CIFAR100.labels[w as usize].name
 }
 
 /// Reads the python-pickle CIFAR-10 from `dir` (the `cifar-10-batches-py` folder).
@@ -353,79 +429,4 @@ pub fn read_cifar100_py(dir: &Path, split: Split, which: Cifar100Labels) -> Resu
         labels,
         names,
     ))
-}
-
-/// A CIFAR folder: the binary version or the python pickles.
-enum Found {
-    Binary(PathBuf),
-    Python(PathBuf),
-}
-
-impl Found {
-    fn into_path(self) -> PathBuf {
-        match self {
-            Found::Binary(p) | Found::Python(p) => p,
-        }
-    }
-}
-
-fn find(root: &Path, bin: (&str, [&str; 2]), py: (&str, [&str; 2])) -> Option<Found> {
-    let first =
-        |(sub, markers): (&str, [&str; 2])| markers.iter().find_map(|m| first_dir(root, sub, m));
-    first(bin)
-        .map(Found::Binary)
-        .or_else(|| first(py).map(Found::Python))
-}
-
-fn find10(root: &Path) -> Option<Found> {
-    find(
-        root,
-        (
-            "cifar-10-batches-bin",
-            ["test_batch.bin", "data_batch_1.bin"],
-        ),
-        ("cifar-10-batches-py", ["test_batch", "data_batch_1"]),
-    )
-}
-
-fn find100(root: &Path) -> Option<Found> {
-    find(
-        root,
-        ("cifar-100-binary", ["test.bin", "train.bin"]),
-        ("cifar-100-python", ["test", "train"]),
-    )
-}
-
-/// The CIFAR-10 folder under `root` (binary preferred over pickles), if any.
-pub fn cifar10_dir(root: &Path) -> Option<PathBuf> {
-    find10(root).map(Found::into_path)
-}
-
-/// The CIFAR-100 folder under `root` (binary preferred over pickles), if any.
-pub fn cifar100_dir(root: &Path) -> Option<PathBuf> {
-    find100(root).map(Found::into_path)
-}
-
-/// Finds the CIFAR-10 folder under `root` and reads it (binary preferred over pickles).
-pub fn read_cifar10(root: &Path, split: Split) -> Result<Dataset> {
-    match find10(root) {
-        Some(Found::Binary(d)) => read_cifar10_bin(&d, split),
-        Some(Found::Python(d)) => read_cifar10_py(&d, split),
-        None => Err(Error::Missing {
-            path: root.join("cifar-10-batches-bin"),
-            hint: HINT10.into(),
-        }),
-    }
-}
-
-/// Finds the CIFAR-100 folder under `root` and reads it (binary preferred over pickles).
-pub fn read_cifar100(root: &Path, split: Split, which: Cifar100Labels) -> Result<Dataset> {
-    match find100(root) {
-        Some(Found::Binary(d)) => read_cifar100_bin(&d, split, which),
-        Some(Found::Python(d)) => read_cifar100_py(&d, split, which),
-        None => Err(Error::Missing {
-            path: root.join("cifar-100-binary"),
-            hint: HINT100.into(),
-        }),
-    }
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::dataset::Dataset;
 use crate::error::Result;
-use crate::idx::{parse_idx_pair, FASHION_MNIST_CLASSES};
+use crate::idx::{parse_idx_pair, FASHION_MNIST, FASHION_MNIST_CLASSES};
+use crate::registry::{DatasetInfo, LabelSet, Source};
 use crate::Split;
 
 /// Seed used by `examples/make_embedded.rs` to pick the subset.
@@ -18,6 +19,21 @@ pub const EMBEDDED_SEED: u64 = 2017;
 pub const EMBEDDED_TRAIN_PER_CLASS: usize = 200;
 /// Images per class in the embedded test split.
 pub const EMBEDDED_TEST_PER_CLASS: usize = 100;
+
+/// The embedded subset: Fashion-MNIST's images, classes and normalisation, no files.
+pub static EMBEDDED: DatasetInfo = DatasetInfo {
+    name: "embedded",
+    aliases: &["fashion_mnist_mini", "mini"],
+    shape: FASHION_MNIST.shape,
+    labels: &[LabelSet::only(&FASHION_MNIST_CLASSES)],
+    mean: FASHION_MNIST.mean,
+    std: FASHION_MNIST.std,
+    train: 10 * EMBEDDED_TRAIN_PER_CLASS,
+    test: 10 * EMBEDDED_TEST_PER_CLASS,
+    unlabeled: None,
+    source: Source::Embedded { read: embedded },
+    hint: "",
+};
 
 pub const TRAIN_IMAGES_GZ: &[u8] =
     include_bytes!("../../../data/fashion-mnist-mini/train-images-idx3-ubyte.gz");

@@ -37,46 +37,23 @@ pub struct ArchiveSpec {
     pub markers: Vec<String>,
 }
 
-fn spec(url: &str, md5: &str, folder: &str, markers: &[&str]) -> ArchiveSpec {
-    ArchiveSpec {
-        url: url.to_string(),
-        file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
-        md5: md5.to_string(),
-        folder: folder.to_string(),
-        markers: markers.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
 /// The official archive of `kind` (MD5s as published by the authors and used by torchvision).
 pub fn archive_spec(kind: DatasetKind) -> Result<ArchiveSpec> {
-    match kind {
-        DatasetKind::Stl10 => Ok(spec(
-            "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-            "91f7769df0f17e558f3565bffb0c7dfb",
-            "stl10_binary",
-            &["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"],
-        )),
-        DatasetKind::Cifar10 => Ok(spec(
-            "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-            "c32a1d4ab5d03f1284b67883e8d87530",
-            "cifar-10-batches-bin",
-            &["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"],
-        )),
-        DatasetKind::Cifar100 { .. } => Ok(spec(
-            "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
-            "03b5dce01913d631647c71ecec9e9cb8",
-            "cifar-100-binary",
-            &["train.bin", "test.bin"],
-        )),
-        DatasetKind::FashionMnist => Err(Error::Invalid(
-            "Fashion-MNIST is not fetched by this tool: install the Debian package \
-             `dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist)"
-                .into(),
-        )),
-        DatasetKind::Embedded => Err(Error::Invalid(
-            "the embedded Fashion-MNIST subset is compiled in; nothing to fetch".into(),
-        )),
-    }
+    let info = kind.info();
+    let Some(a) = info.archive() else {
+        return Err(Error::Invalid(if info.is_embedded() {
+            format!("the {kind} data set is compiled in; nothing to fetch")
+        } else {
+            format!("{kind} is not fetched by this tool: {}", info.hint)
+        }));
+    };
+    Ok(ArchiveSpec {
+        url: a.url.to_string(),
+        file_name: a.url.rsplit('/').next().unwrap_or(a.url).to_string(),
+        md5: a.md5.to_string(),
+        folder: a.folder.to_string(),
+        markers: a.markers.iter().map(|s| s.to_string()).collect(),
+    })
 }
 
 /// Progress events of a fetch.

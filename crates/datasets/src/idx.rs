@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
 use crate::error::{read_file, Error, Result};
-use crate::Split;
+use crate::registry::{DatasetInfo, LabelSet, Layout, Source};
+use crate::{Normalize, Split};
 
 /// Fashion-MNIST class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -23,6 +24,38 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 
 /// Where the Debian package `dataset-fashion-mnist` installs the data.
 pub const FASHION_MNIST_DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST (Zalando): IDX files, gzip-compressed or raw.
+pub static FASHION_MNIST: DatasetInfo = DatasetInfo {
+    name: "fashion_mnist",
+    aliases: &["fmnist"],
+    shape: (1, 28, 28),
+    labels: &[LabelSet::only(&FASHION_MNIST_CLASSES)],
+    mean: &[Normalize::FASHION_MNIST_MEAN],
+    std: &[Normalize::FASHION_MNIST_STD],
+    train: 60_000,
+    test: 10_000,
+    unlabeled: None,
+    source: Source::Files {
+        default_root: FASHION_MNIST_DEFAULT_DIR,
+        // torchvision's download folder last.
+        layouts: &[Layout {
+            dirs: &["", "fashion-mnist", "FashionMNIST/raw"],
+            markers: &[
+                "train-images-idx3-ubyte.gz",
+                "train-images-idx3-ubyte",
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-images-idx3-ubyte",
+            ],
+            files: "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+            read: |dir, split, _| read_fashion_mnist(dir, split),
+        }],
+        // Not fetched: Debian packages it, and its host is not ours to hammer.
+        archive: None,
+    },
+    hint: "Install the Debian package `dataset-fashion-mnist` (files in \
+        /usr/share/datasets/fashion-mnist), or put the four IDX files in the root.",
+};
 
 /// Decompresses `bytes` if they start with the gzip magic, otherwise returns them unchanged.
 pub fn maybe_gunzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
@@ -214,10 +247,9 @@ fn find_gz_or_raw(dir: &Path, stem: &str) -> Result<PathBuf> {
     })
 }
 
-/// Does `dir` hold the Fashion-MNIST files of `split`?
+/// Does `dir` itself hold Fashion-MNIST image files?
 pub fn is_fashion_mnist_dir(dir: &Path) -> bool {
-    find_gz_or_raw(dir, "train-images-idx3-ubyte").is_ok()
-        || find_gz_or_raw(dir, "t10k-images-idx3-ubyte").is_ok()
+    FASHION_MNIST.layouts().iter().any(|l| l.holds(dir))
 }
 
 /// Reads Fashion-MNIST (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`) from `dir`.

@@ -6,18 +6,16 @@
 //! * [`loader`]: resizing (PIL-exact bilinear), channel adaptation, seeded augmentation,
 //!   normalisation and parallel, prefetched batching into candle tensors.
 //!
-//! Data layout on disk. The root folder is `root_dir` (the argument of [`load`], [`verify`]),
-//! else a non-empty `$PYRAMID_DATA`; a root given either way must exist and hold the data set
-//! in one of these layouts, or [`load`] fails with [`Error::NoDataset`] naming it: nothing
-//! else is searched in its place. Only when neither is given is the default used.
+//! * [`registry`]: one [`DatasetInfo`] entry per data set (names, shape, classes,
+//!   normalisation, official sizes, default root, layouts and readers, archive, hint), read by
+//!   everything else; [`register`] adds one.
 //!
-//! | kind | files looked for (first match wins) | default root |
-//! |---|---|---|
-//! | `fashion_mnist` | `{root, root/fashion-mnist, root/FashionMNIST/raw}/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` | `/usr/share/datasets/fashion-mnist` |
-//! | `embedded` | none: compiled in; a `root_dir` is an error, `$PYRAMID_DATA` is not read | - |
-//! | `stl10` | `{root/stl10_binary, root}/{train,test}_{X,y}.bin` (one of `train_X.bin`, `test_X.bin` marks the folder), `class_names.txt`, `unlabeled_X.bin` | `./data` |
-//! | `cifar10` | `{root/cifar-10-batches-bin, root}/data_batch_{1..5}.bin, test_batch.bin, batches.meta.txt`, else the python pickles `{root/cifar-10-batches-py, root}/{data_batch_{1..5}, test_batch, batches.meta}` | `./data` |
-//! | `cifar100` | `{root/cifar-100-binary, root}/{train,test}.bin, {fine,coarse}_label_names.txt`, else the pickles `{root/cifar-100-python, root}/{train, test, meta}` | `./data` |
+//! Data layout on disk. The root folder is `root_dir` (the argument of [`load`], [`verify()`]),
+//! else a non-empty `$PYRAMID_DATA`; a root given either way must exist and hold the data set
+//! in one of its entry's layouts (printed by [`layouts`]), or [`load`] fails with
+//! [`Error::NoDataset`] naming it: nothing else is searched in its place. Only when neither is
+//! given is the entry's default root used (`/usr/share/datasets/fashion-mnist` for
+//! Fashion-MNIST, `./data` otherwise). The embedded set takes no root.
 
 pub mod cifar;
 pub mod dataset;
@@ -27,6 +25,7 @@ pub mod fetch;
 pub mod idx;
 pub mod loader;
 pub mod pickle;
+pub mod registry;
 pub mod resize;
 pub mod stl10;
 pub mod verify;
@@ -37,6 +36,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use registry::Source;
+pub use registry::{register, DatasetInfo, LabelSet};
+
 pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use loader::{Augment, Batch, BatchIter, Channels, Loader, LoaderConfig, Normalize};
@@ -44,22 +46,34 @@ pub use verify::{show_grid, verify, verify_with, Summary, Verdict, VerifyOptions
 
 /// Environment variable naming the data root folder.
 pub const DATA_ENV: &str = "PYRAMID_DATA";
-/// Root used for STL10 / CIFAR when neither an argument nor `$PYRAMID_DATA` is given.
+/// The default root of most data sets (and of the embedded one, which reads none).
 pub const DEFAULT_DATA_DIR: &str = "data";
 
-/// Which CIFAR-100 labels to use.
+/// Which CIFAR-100 labels to use: an index into [`cifar::CIFAR100`]'s label sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cifar100Labels {
     /// The 100 fine classes (default; what the paper uses).
     #[default]
-    Fine,
+    Fine = 0,
     /// The 20 superclasses.
-    Coarse,
+    Coarse = 1,
 }
 
-/// A dataset family. In configs it is written either as a string (`"stl10"`,
-/// `"cifar100"`, `"cifar100:coarse"`, `"fashion_mnist"`, `"embedded"`) or as a table
+impl Cifar100Labels {
+    /// The labels of label set `k` of [`cifar::CIFAR100`].
+    pub(crate) fn from_index(k: usize) -> Self {
+        if k == Cifar100Labels::Coarse as usize {
+            Cifar100Labels::Coarse
+        } else {
+            Cifar100Labels::Fine
+        }
+    }
+}
+
+/// A data set, with one of its label sets: the handle of a [`DatasetInfo`] entry, which holds
+/// everything else. In configs it is written either as a string (`"stl10"`, `"cifar100"`,
+/// `"cifar100:coarse"`, `"fashion_mnist"`, `"embedded"`) or as a table
 /// `{ kind = "cifar100", labels = "coarse" }`; it is serialised as the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DatasetKind {
@@ -71,136 +85,185 @@ pub enum DatasetKind {
     Cifar100 {
         labels: Cifar100Labels,
     },
+    /// A data set without a variant of its own: a newer entry of [`registry::BUILTIN`], or
+    /// one added with [`register`].
+    Other(DatasetId),
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum TaggedKind {
-    FashionMnist,
-    Embedded,
-    Stl10,
-    Cifar10,
-    Cifar100 {
-        #[serde(default)]
-        labels: Cifar100Labels,
-    },
+/// A [`DatasetKind::Other`]: a data set and one of its label sets. Made only by parsing,
+/// deserialising or [`register`], which give a data set that has a variant that variant, so
+/// two kinds of one data set and label set always compare equal.
+#[derive(Clone, Copy)]
+pub struct DatasetId {
+    info: &'static DatasetInfo,
+    labels: usize,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum KindRepr {
-    Name(String),
-    Tagged(TaggedKind),
-}
-
-impl From<TaggedKind> for DatasetKind {
-    fn from(t: TaggedKind) -> Self {
-        match t {
-            TaggedKind::FashionMnist => DatasetKind::FashionMnist,
-            TaggedKind::Embedded => DatasetKind::Embedded,
-            TaggedKind::Stl10 => DatasetKind::Stl10,
-            TaggedKind::Cifar10 => DatasetKind::Cifar10,
-            TaggedKind::Cifar100 { labels } => DatasetKind::Cifar100 { labels },
-        }
+// Registered names are unique, so the name identifies the entry.
+impl PartialEq for DatasetId {
+    fn eq(&self, other: &Self) -> bool {
+        (self.info.name, self.labels) == (other.info.name, other.labels)
     }
 }
 
-impl Serialize for DatasetKind {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let t = match *self {
-            DatasetKind::FashionMnist => TaggedKind::FashionMnist,
-            DatasetKind::Embedded => TaggedKind::Embedded,
-            DatasetKind::Stl10 => TaggedKind::Stl10,
-            DatasetKind::Cifar10 => TaggedKind::Cifar10,
-            DatasetKind::Cifar100 { labels } => TaggedKind::Cifar100 { labels },
-        };
-        t.serialize(s)
+impl Eq for DatasetId {}
+
+impl std::hash::Hash for DatasetId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.info.name, self.labels).hash(state);
     }
 }
 
-impl<'de> Deserialize<'de> for DatasetKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match KindRepr::deserialize(d)? {
-            KindRepr::Name(s) => s.parse().map_err(serde::de::Error::custom),
-            KindRepr::Tagged(t) => Ok(t.into()),
+impl fmt::Debug for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatasetId({})", DatasetKind::Other(*self))
+    }
+}
+
+impl DatasetKind {
+    /// The variants of the built-in data sets: a kind parsed or deserialised from a name is
+    /// one of these whenever it can be, so it compares equal to them.
+    const NAMED: [DatasetKind; 6] = [
+        DatasetKind::FashionMnist,
+        DatasetKind::Embedded,
+        DatasetKind::Stl10,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100 {
+            labels: Cifar100Labels::Fine,
+        },
+        DatasetKind::Cifar100 {
+            labels: Cifar100Labels::Coarse,
+        },
+    ];
+
+    /// The entry and the label set (an index into its `labels`). The one match on the kind.
+    fn parts(&self) -> (&'static DatasetInfo, usize) {
+        match *self {
+            DatasetKind::FashionMnist => (&idx::FASHION_MNIST, 0),
+            DatasetKind::Embedded => (&embedded::EMBEDDED, 0),
+            DatasetKind::Stl10 => (&stl10::STL10, 0),
+            DatasetKind::Cifar10 => (&cifar::CIFAR10, 0),
+            DatasetKind::Cifar100 { labels } => (&cifar::CIFAR100, labels as usize),
+            DatasetKind::Other(id) => (id.info, id.labels),
         }
+    }
+
+    /// The kind of `info` with label set `labels`.
+    pub(crate) fn from_info(info: &'static DatasetInfo, labels: usize) -> Self {
+        Self::NAMED
+            .into_iter()
+            .find(|k| {
+                let (i, l) = k.parts();
+                (i.name, l) == (info.name, labels)
+            })
+            .unwrap_or(DatasetKind::Other(DatasetId { info, labels }))
+    }
+
+    /// Everything about this data set.
+    pub fn info(&self) -> &'static DatasetInfo {
+        self.parts().0
+    }
+
+    /// The label set used.
+    pub fn label_set(&self) -> &'static LabelSet {
+        let (info, l) = self.parts();
+        &info.labels[l]
+    }
+
+    /// Native (channels, height, width) of the images.
+    pub fn native_shape(&self) -> (usize, usize, usize) {
+        self.info().shape
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.label_set().classes.len()
+    }
+
+    /// The built-in class names, in label order.
+    pub fn class_names(&self) -> &'static [&'static str] {
+        self.label_set().classes
+    }
+
+    /// The normalisation constants used for this dataset (METHOD §1); see [`Normalize`].
+    pub fn normalize(&self, channels: usize) -> Normalize {
+        self.info().normalize(channels)
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.info().is_embedded()
     }
 }
 
 impl FromStr for DatasetKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let norm: String = s
-            .trim()
-            .to_ascii_lowercase()
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect();
-        Ok(match norm.as_str() {
-            "fashionmnist" | "fmnist" => DatasetKind::FashionMnist,
-            "embedded" | "fashionmnistmini" | "mini" => DatasetKind::Embedded,
-            "stl10" => DatasetKind::Stl10,
-            "cifar10" => DatasetKind::Cifar10,
-            "cifar100" | "cifar100:fine" | "cifar100fine" => DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Fine,
-            },
-            "cifar100:coarse" | "cifar100coarse" => DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Coarse,
-            },
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "unknown dataset {s:?}; expected one of fashion_mnist, embedded, stl10, \
-                     cifar10, cifar100, cifar100:coarse"
-                )))
-            }
-        })
+        registry::parse(s)
     }
 }
 
 impl fmt::Display for DatasetKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DatasetKind::FashionMnist => "fashion_mnist",
-            DatasetKind::Embedded => "embedded",
-            DatasetKind::Stl10 => "stl10",
-            DatasetKind::Cifar10 => "cifar10",
-            DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Fine,
-            } => "cifar100",
-            DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Coarse,
-            } => "cifar100:coarse",
-        })
+        let (info, l) = self.parts();
+        match l {
+            0 => f.write_str(info.name),
+            _ => write!(f, "{}:{}", info.name, info.labels[l].name),
+        }
     }
 }
 
-impl DatasetKind {
-    /// Native (channels, height, width) of the images.
-    pub fn native_shape(&self) -> (usize, usize, usize) {
-        match self {
-            DatasetKind::FashionMnist | DatasetKind::Embedded => (1, 28, 28),
-            DatasetKind::Stl10 => (3, 96, 96),
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 { .. } => (3, 32, 32),
+/// `{ kind = "cifar100", labels = "fine" }`; `labels` only for a data set with several.
+impl Serialize for DatasetKind {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (info, l) = self.parts();
+        let several = info.labels.len() > 1;
+        let mut t = s.serialize_struct("DatasetKind", 1 + usize::from(several))?;
+        t.serialize_field("kind", info.name)?;
+        if several {
+            t.serialize_field("labels", info.labels[l].name)?;
         }
+        t.end()
     }
+}
 
-    pub fn num_classes(&self) -> usize {
-        match self {
-            DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Fine,
-            } => 100,
-            DatasetKind::Cifar100 {
-                labels: Cifar100Labels::Coarse,
-            } => 20,
-            _ => 10,
-        }
-    }
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KindRepr {
+    Name(String),
+    Tagged {
+        kind: String,
+        #[serde(default)]
+        labels: Option<String>,
+    },
+}
 
-    /// The normalisation constants used for this dataset (METHOD §1); see [`Normalize`].
-    pub fn normalize(&self, channels: usize) -> Normalize {
-        match self {
-            DatasetKind::FashionMnist | DatasetKind::Embedded => Normalize::fashion_mnist(channels),
-            _ => Normalize::cifar(),
+impl<'de> Deserialize<'de> for DatasetKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match KindRepr::deserialize(d)? {
+            KindRepr::Name(s) => s.parse().map_err(D::Error::custom),
+            KindRepr::Tagged { kind, labels } => {
+                let info = registry::find(&kind)
+                    .ok_or_else(|| D::Error::custom(registry::unknown(&kind)))?;
+                let l = match labels {
+                    None => 0,
+                    Some(l) => info.label_set(&l).ok_or_else(|| {
+                        let sets: Vec<&str> = info.labels.iter().map(|s| s.name).collect();
+                        D::Error::custom(match info.labels.len() {
+                            1 => format!(
+                                "{} has one label set; labels = {l:?} is not one",
+                                info.name
+                            ),
+                            _ => format!(
+                                "unknown labels {l:?} for {}; expected one of {}",
+                                info.name,
+                                sets.join(", ")
+                            ),
+                        })
+                    })?,
+                };
+                Ok(DatasetKind::from_info(info, l))
+            }
         }
     }
 }
@@ -273,8 +336,7 @@ impl fmt::Display for RootOrigin {
 pub enum DataRoot {
     /// Given by an argument or `$PYRAMID_DATA`.
     Explicit { path: PathBuf, origin: RootOrigin },
-    /// No path given: the kind's default (`/usr/share/datasets/fashion-mnist` for
-    /// Fashion-MNIST, `./data` otherwise).
+    /// No path given: the kind's default ([`DatasetInfo::default_root`]).
     Default(PathBuf),
 }
 
@@ -328,56 +390,22 @@ pub fn resolve_root(kind: DatasetKind, root_dir: Option<&Path>) -> DataRoot {
             };
         }
     }
-    DataRoot::Default(match kind {
-        DatasetKind::FashionMnist => PathBuf::from(idx::FASHION_MNIST_DEFAULT_DIR),
-        _ => PathBuf::from(DEFAULT_DATA_DIR),
-    })
+    DataRoot::Default(PathBuf::from(kind.info().default_root()))
 }
 
-/// The folder under `root` that holds Fashion-MNIST: the first of `root`,
-/// `root/fashion-mnist` and torchvision's `root/FashionMNIST/raw` with its image files.
-pub fn fashion_mnist_dir(root: &Path) -> Option<PathBuf> {
-    [
-        root.to_path_buf(),
-        root.join("fashion-mnist"),
-        root.join("FashionMNIST").join("raw"),
-    ]
-    .into_iter()
-    .find(|d| idx::is_fashion_mnist_dir(d))
-}
-
-/// The folders and files searched under a root for `kind` (as in the crate docs).
-pub fn layouts(kind: DatasetKind) -> &'static str {
-    match kind {
-        DatasetKind::FashionMnist => {
-            "{root, root/fashion-mnist, root/FashionMNIST/raw}/\
-             {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
-        }
-        DatasetKind::Embedded => "none (compiled into the library)",
-        DatasetKind::Stl10 => "{root/stl10_binary, root}/{train,test}_{X,y}.bin",
-        DatasetKind::Cifar10 => {
-            "{root/cifar-10-batches-bin, root}/{data_batch_1..5,test_batch}.bin, or the \
-             pickles {root/cifar-10-batches-py, root}/{data_batch_1..5,test_batch}"
-        }
-        DatasetKind::Cifar100 { .. } => {
-            "{root/cifar-100-binary, root}/{train,test}.bin, or the pickles \
-             {root/cifar-100-python, root}/{train,test}"
-        }
+/// The folders and files searched under a root for `kind`.
+pub fn layouts(kind: DatasetKind) -> String {
+    let info = kind.info();
+    if info.is_embedded() {
+        return "none (compiled into the library)".into();
     }
+    let all: Vec<String> = info.layouts().iter().map(|l| l.describe()).collect();
+    all.join(", or ")
 }
 
 /// How to obtain `kind`.
 pub fn fetch_hint(kind: DatasetKind) -> &'static str {
-    match kind {
-        DatasetKind::FashionMnist => {
-            "Install the Debian package `dataset-fashion-mnist` (files in \
-             /usr/share/datasets/fashion-mnist), or put the four IDX files in the root."
-        }
-        DatasetKind::Embedded => "",
-        DatasetKind::Stl10 => stl10::HINT,
-        DatasetKind::Cifar10 => cifar::HINT10,
-        DatasetKind::Cifar100 { .. } => cifar::HINT100,
-    }
+    kind.info().hint
 }
 
 /// Where a data set's files are, as found by [`locate`].
@@ -394,10 +422,11 @@ pub enum Located {
 /// (explicit or default root alike: there is no fallback), and if a root is given for the
 /// embedded set, which takes none (`$PYRAMID_DATA` is not read for it).
 pub fn locate(kind: DatasetKind, root_dir: Option<&Path>) -> Result<Located> {
-    if kind == DatasetKind::Embedded {
+    let info = kind.info();
+    if info.is_embedded() {
         if let Some(r) = root_dir {
             return Err(Error::Invalid(format!(
-                "the embedded data set is compiled into the binary and takes no data root \
+                "the {kind} data set is compiled into the binary and takes no data root \
                  (got {})",
                 r.display()
             )));
@@ -405,15 +434,8 @@ pub fn locate(kind: DatasetKind, root_dir: Option<&Path>) -> Result<Located> {
         return Ok(Located::Embedded);
     }
     let root = resolve_root(kind, root_dir);
-    let found = match kind {
-        DatasetKind::FashionMnist => fashion_mnist_dir(&root),
-        DatasetKind::Stl10 => stl10::find_stl10_dir(&root),
-        DatasetKind::Cifar10 => cifar::cifar10_dir(&root),
-        DatasetKind::Cifar100 { .. } => cifar::cifar100_dir(&root),
-        DatasetKind::Embedded => unreachable!("handled above"),
-    };
-    match found {
-        Some(dir) => Ok(Located::Files { root, dir }),
+    match info.find(root.path()) {
+        Some((_, dir)) => Ok(Located::Files { root, dir }),
         None => {
             let problem = match std::fs::metadata(root.path()) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".into(),
@@ -431,18 +453,21 @@ pub fn locate(kind: DatasetKind, root_dir: Option<&Path>) -> Result<Located> {
     }
 }
 
-/// Reads one split from where [`locate`] found it; no check of the image shape.
+/// Reads one split from where [`locate`] found it, with the reader of the layout found
+/// there; no check of the image shape.
 pub(crate) fn read_located(kind: DatasetKind, loc: &Located, split: Split) -> Result<Dataset> {
-    match (kind, loc) {
-        (DatasetKind::Embedded, _) => embedded::embedded(split),
-        (_, Located::Embedded) => Err(Error::Invalid(format!("{kind} is not embedded"))),
-        (DatasetKind::FashionMnist, Located::Files { dir, .. }) => {
-            idx::read_fashion_mnist(dir, split)
+    let (info, labels) = kind.parts();
+    match (&info.source, loc) {
+        (Source::Embedded { read }, _) => read(split),
+        (Source::Files { layouts, .. }, Located::Files { dir, .. }) => {
+            // `locate` returns the folder, not the layout: the first that `dir` holds.
+            let layout = layouts.iter().find(|l| l.holds(dir)).ok_or_else(|| {
+                Error::Invalid(format!("{} holds no {kind} files", dir.display()))
+            })?;
+            (layout.read)(dir, split, labels)
         }
-        (DatasetKind::Stl10, Located::Files { dir, .. }) => stl10::read_stl10(dir, split),
-        (DatasetKind::Cifar10, Located::Files { dir, .. }) => cifar::read_cifar10(dir, split),
-        (DatasetKind::Cifar100 { labels }, Located::Files { dir, .. }) => {
-            cifar::read_cifar100(dir, split, labels)
+        (Source::Files { .. }, Located::Embedded) => {
+            Err(Error::Invalid(format!("{kind} is not embedded")))
         }
     }
 }

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use crate::dataset::Dataset;
 use crate::error::{read_file, Error, Result};
-use crate::Split;
+use crate::registry::{Archive, DatasetInfo, LabelSet, Layout, Source, Unlabeled};
+use crate::{Normalize, Split, DEFAULT_DATA_DIR};
 
 pub const SIDE: usize = 96;
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
@@ -23,6 +24,40 @@ pub(crate) const HINT: &str = "Download and unpack stl10_binary.tar.gz (`fetch` 
     http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz) so that the folder \
     stl10_binary/ lies in the data root.";
 
+/// STL-10 (Coates et al.), binary version: 96×96 labelled images and 100,000 unlabeled ones.
+pub static STL10: DatasetInfo = DatasetInfo {
+    name: "stl10",
+    aliases: &[],
+    shape: (3, SIDE, SIDE),
+    labels: &[LabelSet::only(&CLASSES)],
+    // METHOD §1: the CIFAR-10 constants, as the original code used them.
+    mean: &Normalize::CIFAR_MEAN,
+    std: &Normalize::CIFAR_STD,
+    train: 5_000,
+    test: 8_000,
+    unlabeled: Some(Unlabeled {
+        file: "unlabeled_X.bin",
+        official: 100_000,
+        count: |path| UnlabeledStl10::open_file(path).map(|u| u.len()),
+    }),
+    source: Source::Files {
+        default_root: DEFAULT_DATA_DIR,
+        layouts: &[Layout {
+            dirs: &["stl10_binary", ""],
+            markers: &["train_X.bin", "test_X.bin"],
+            files: "{train,test}_{X,y}.bin",
+            read: |dir, split, _| read_stl10(dir, split),
+        }],
+        archive: Some(Archive {
+            url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+            md5: "91f7769df0f17e558f3565bffb0c7dfb",
+            folder: "stl10_binary",
+            markers: &["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"],
+        }),
+    },
+    hint: HINT,
+};
+
 /// `root/stl10_binary` if it exists, else `root`.
 pub fn stl10_dir(root: &Path) -> PathBuf {
     let sub = root.join("stl10_binary");
@@ -31,13 +66,6 @@ pub fn stl10_dir(root: &Path) -> PathBuf {
     } else {
         root.to_path_buf()
     }
-}
-
-/// The first of `root/stl10_binary` and `root` that holds `train_X.bin` or `test_X.bin`.
-pub fn find_stl10_dir(root: &Path) -> Option<PathBuf> {
-    [root.join("stl10_binary"), root.to_path_buf()]
-        .into_iter()
-        .find(|d| d.join("train_X.bin").is_file() || d.join("test_X.bin").is_file())
 }
 
 /// Converts one STL-10 image from its stored column-major planes to C×H×W row-major. The

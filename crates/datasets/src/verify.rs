@@ -1,7 +1,6 @@
 //! Dataset checks (`verify`) and a labelled image grid written as PNG (`show_grid`).
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -102,16 +101,9 @@ pub struct VerifyOptions {
 
 /// Official (train, test) sizes.
 pub fn official_sizes(kind: DatasetKind) -> (usize, usize) {
-    match kind {
-        DatasetKind::FashionMnist => (60_000, 10_000),
-        DatasetKind::Embedded => (2_000, 1_000),
-        DatasetKind::Stl10 => (5_000, 8_000),
-        DatasetKind::Cifar10 | DatasetKind::Cifar100 { .. } => (50_000, 10_000),
-    }
+    let info = kind.info();
+    (info.train, info.test)
 }
-
-/// Images in the official STL-10 `unlabeled_X.bin`.
-pub const STL10_UNLABELED: usize = 100_000;
 
 /// [`verify_with`] with the default options (official sizes required).
 pub fn verify(kind: DatasetKind, dir: Option<&Path>) -> Result<Summary> {
@@ -164,17 +156,14 @@ pub fn verify_with(kind: DatasetKind, dir: Option<&Path>, opts: VerifyOptions) -
             (root.path().to_path_buf(), Some(root.origin()), dir.clone())
         }
     };
-    let unlabeled = if kind == DatasetKind::Stl10 {
-        let p = data_dir.join("unlabeled_X.bin");
-        if p.exists() {
-            let u = crate::stl10::UnlabeledStl10::open_file(&p)?;
-            count(p.display().to_string(), u.len(), STL10_UNLABELED);
-            Some(u.len())
-        } else {
-            None
+    let unlabeled = match &kind.info().unlabeled {
+        Some(u) if data_dir.join(u.file).exists() => {
+            let p = data_dir.join(u.file);
+            let n = (u.count)(&p)?;
+            count(p.display().to_string(), n, u.official);
+            Some(n)
         }
-    } else {
-        None
+        _ => None,
     };
     problems.extend(shapes);
     let verdict = if !problems.is_empty() {
@@ -279,7 +268,7 @@ pub fn show_grid(dataset: &Dataset, n: usize, out_png: &Path) -> Result<()> {
 /// Like [`show_grid`] for the images at `indices`.
 pub fn show_grid_indices(dataset: &Dataset, indices: &[usize], out_png: &Path) -> Result<()> {
     let (w, h, rgb) = render_grid(dataset, indices)?;
-    let png = encode_png_rgb(w, h, &rgb);
+    let png = try_encode_png_rgb(w, h, &rgb)?;
     pyramid_fsio::write_atomic(out_png, &png).map_err(|e| Error::io(&e.path, e.source))
 }
 
@@ -409,63 +398,82 @@ fn draw_text(px: &mut [u8], w: usize, x0: usize, y0: usize, s: &str, color: [u8;
     }
 }
 
-fn crc32(chunks: &[&[u8]]) -> u32 {
-    let mut table = [0u32; 256];
-    for (n, t) in table.iter_mut().enumerate() {
-        let mut c = n as u32;
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *t = c;
-    }
-    let mut c = 0xFFFF_FFFFu32;
-    for ch in chunks {
-        for &b in *ch {
-            c = table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-        }
-    }
-    c ^ 0xFFFF_FFFF
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    out.extend_from_slice(&crc32(&[kind, data]).to_be_bytes());
-}
-
-/// Encodes 8-bit RGB pixels (row-major, `w·h·3` bytes) as a PNG file.
+/// Encodes 8-bit RGB pixels (row-major, `w·h·3` bytes) as a PNG file. Panics when the size
+/// does not match or an image side is 0; see [`try_encode_png_rgb`].
 pub fn encode_png_rgb(w: usize, h: usize, rgb: &[u8]) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, truecolour, deflate, no filter, no interlace
-    png_chunk(&mut out, b"IHDR", &ihdr);
-    let mut raw = Vec::with_capacity(h * (w * 3 + 1));
-    for row in rgb.chunks_exact(w * 3) {
-        raw.push(0);
-        raw.extend_from_slice(row);
+    try_encode_png_rgb(w, h, rgb).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Encodes 8-bit RGB pixels (row-major, `w·h·3` bytes) as a PNG file (with the `png` crate).
+pub fn try_encode_png_rgb(w: usize, h: usize, rgb: &[u8]) -> Result<Vec<u8>> {
+    let bad = |msg: String| Error::Invalid(format!("PNG of {w}×{h} RGB pixels: {msg}"));
+    if w == 0 || h == 0 || w.checked_mul(h).and_then(|n| n.checked_mul(3)) != Some(rgb.len()) {
+        return Err(bad(format!("{} bytes given", rgb.len())));
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).expect("writing to a Vec cannot fail");
-    let idat = z.finish().expect("writing to a Vec cannot fail");
-    png_chunk(&mut out, b"IDAT", &idat);
-    png_chunk(&mut out, b"IEND", &[]);
-    out
+    let side = |v: usize| u32::try_from(v).map_err(|_| bad("too large".into()));
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side(w)?, side(h)?);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let png_err = |e: png::EncodingError| bad(e.to_string());
+    let mut wr = enc.write_header().map_err(png_err)?;
+    wr.write_image_data(rgb).map_err(png_err)?;
+    wr.finish().map_err(png_err)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decode(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
+        let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        (info, buf)
+    }
+
     #[test]
-    fn crc_matches_known_value() {
-        assert_eq!(crc32(&[b"IEND"]), 0xAE42_6082);
-        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
+    fn png_round_trips_the_pixels() {
+        for (w, h) in [(1, 1), (7, 5), (64, 3)] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect();
+            let png = encode_png_rgb(w, h, &rgb);
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            // The IEND chunk and its CRC end every PNG.
+            assert_eq!(&png[png.len() - 12..], b"\0\0\0\0IEND\xae\x42\x60\x82");
+            let (info, px) = decode(&png);
+            assert_eq!((info.width, info.height), (w as u32, h as u32));
+            assert_eq!(
+                (info.color_type, info.bit_depth),
+                (png::ColorType::Rgb, png::BitDepth::Eight)
+            );
+            assert_eq!(px, rgb, "{w}×{h}");
+        }
+    }
+
+    #[test]
+    fn png_refuses_a_wrong_size() {
+        for (w, h, n) in [(2, 2, 11), (2, 2, 13), (0, 3, 0), (3, 0, 0)] {
+            let e = try_encode_png_rgb(w, h, &vec![0; n])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{w}×{h}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn grid_file_decodes_to_the_rendered_pixels() {
+        let d = crate::embedded::embedded(Split::Test).unwrap();
+        let idx = [0, 5, 999];
+        let (w, h, rgb) = render_grid(&d, &idx).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("g.png");
+        show_grid_indices(&d, &idx, &out).unwrap();
+        let (info, px) = decode(&std::fs::read(&out).unwrap());
+        assert_eq!((info.width as usize, info.height as usize), (w, h));
+        assert_eq!(px, rgb);
     }
 }
