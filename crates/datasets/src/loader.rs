@@ -558,10 +558,6 @@ impl BatchIter {
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
-    /// Index of the batch the next call to `next()` returns (for checkpointing mid-epoch).
-    pub fn next_batch_index(&self) -> usize {
-        self.next
-    }
     /// The sample order of this epoch.
     pub fn order(&self) -> &[usize] {
         &self.order

@@ -413,7 +413,7 @@ impl ExperimentConfig {
                 )));
             }
         }
-        if self.data.stage1_unlabeled > 0 && self.data.dataset != DatasetKind::Stl10 {
+        if self.data.stage1_unlabeled > 0 && self.data.dataset.info().unlabeled.is_none() {
             return Err(Self::invalid(format!(
                 "[data] stage1_unlabeled = {}: only stl10 has an unlabeled split (dataset is {})",
                 self.data.stage1_unlabeled, self.data.dataset
@@ -432,7 +432,7 @@ impl ExperimentConfig {
             }
             TeacherConfig::Load { .. } => {}
         }
-        if self.data.dataset == DatasetKind::Embedded {
+        if self.data.dataset.is_embedded() {
             if let Some(root) = &self.data.root {
                 return Err(Self::invalid(format!(
                     "[data] root = {:?}: the embedded data set is built into the binary and takes no root (remove it, or pick another dataset)",
