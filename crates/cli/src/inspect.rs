@@ -60,6 +60,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         in_channels: a.channels,
         width_div: a.width_div,
         batch_norm: a.batch_norm,
+        ..ModelOptions::default()
     };
     let ids = if a.all {
         ModelId::all()

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::init::InitScheme;
 use crate::Error;
 
 /// The order in which a pyramid compresses VGG19 (METHOD.md §3 and §4).
@@ -182,6 +183,10 @@ pub struct ModelOptions {
     /// Batch norm after every conv (off in the paper).
     #[serde(default)]
     pub batch_norm: bool,
+    /// How a fresh VGG19 is initialised (written only when not the default, so checkpoints and
+    /// fingerprints of torchvision-initialised models are unchanged).
+    #[serde(default, skip_serializing_if = "InitScheme::is_default")]
+    pub init: InitScheme,
 }
 
 fn default_classes() -> usize {
@@ -205,6 +210,7 @@ impl Default for ModelOptions {
             in_channels: default_in_channels(),
             width_div: default_width_div(),
             batch_norm: false,
+            init: InitScheme::default(),
         }
     }
 }
@@ -226,6 +232,10 @@ pub struct ModelSettings {
     /// Batch norm after every conv (off in the paper).
     #[serde(default)]
     pub batch_norm: bool,
+    /// `torchvision` (the paper's: Kaiming convs, N(0, 0.01) linear layers) or `kaiming`
+    /// (Kaiming convs, PyTorch's default linear layers, for narrow BN-free teachers).
+    #[serde(default, skip_serializing_if = "InitScheme::is_default")]
+    pub init: InitScheme,
 }
 
 impl Default for ModelSettings {
@@ -236,6 +246,7 @@ impl Default for ModelSettings {
             width_div: o.width_div,
             in_channels: o.in_channels,
             batch_norm: o.batch_norm,
+            init: o.init,
         }
     }
 }
@@ -249,6 +260,7 @@ impl ModelSettings {
             in_channels: self.in_channels,
             width_div: self.width_div,
             batch_norm: self.batch_norm,
+            init: self.init,
         }
     }
 }

@@ -16,6 +16,34 @@ pub enum InitRule {
     TorchvisionVgg,
     /// PyTorch's default for new layers: U(±1/√fan_in) for weight and bias (METHOD.md §2.3).
     PytorchDefault,
+    /// Kaiming-normal (fan_out, ReLU) convs with zero biases, PyTorch's default for linear
+    /// layers: what trains a narrow BN-free VGG, whose N(0, 0.01) head would vanish.
+    KaimingConvs,
+}
+
+/// How a fresh teacher (VGG19's blocks) is initialised; `[model] init` in a config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// torchvision's VGG init, the paper's: Kaiming fan-out convs, N(0, 0.01) linear layers.
+    #[default]
+    Torchvision,
+    /// Kaiming fan-out convs, PyTorch's default linear layers (U(±1/√fan_in)).
+    Kaiming,
+}
+
+impl InitScheme {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The rule for VGG19's own blocks.
+    pub fn rule(self) -> InitRule {
+        match self {
+            InitScheme::Torchvision => InitRule::TorchvisionVgg,
+            InitScheme::Kaiming => InitRule::KaimingConvs,
+        }
+    }
 }
 
 /// Values of a fresh parameter of shape `p.shape`.
@@ -34,7 +62,11 @@ pub fn init_values(p: &ParamSpec, rule: InitRule, seed: u64) -> Vec<f32> {
         }
         (InitRule::TorchvisionVgg, _, true) => rng.normal_vec(n, 0.0, 0.01),
         (InitRule::TorchvisionVgg, _, false) => vec![0.0; n],
-        (InitRule::PytorchDefault, _, _) => {
+        (InitRule::KaimingConvs, ParamLayer::Conv, true) => {
+            rng.normal_vec(n, 0.0, (2.0 / p.fan_out as f64).sqrt())
+        }
+        (InitRule::KaimingConvs, ParamLayer::Conv, false) => vec![0.0; n],
+        (InitRule::PytorchDefault | InitRule::KaimingConvs, _, _) => {
             let bound = 1.0 / (p.fan_in as f64).sqrt();
             rng.uniform_vec(n, -bound, bound)
         }

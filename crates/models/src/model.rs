@@ -9,7 +9,7 @@ use pyramid_rng::Rng;
 
 use crate::blocks::{BlockKind, LayerSpec};
 use crate::config::{ModelConfig, ModelId, ModelOptions};
-use crate::init::{init_values, InitRule};
+use crate::init::{init_values, InitRule, InitScheme};
 use crate::plan::Role;
 use crate::spec::{ModelSpec, ParamSpec};
 use crate::Error;
@@ -88,22 +88,23 @@ pub struct Model {
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
-fn init_rule_for(block: BlockKind) -> InitRule {
+fn init_rule_for(block: BlockKind, scheme: InitScheme) -> InitRule {
     if block.is_compressed_kind() {
         InitRule::PytorchDefault
     } else {
-        InitRule::TorchvisionVgg
+        scheme.rule()
     }
 }
 
 impl Model {
-    /// A model with fresh weights: torchvision's VGG init for VGG19's blocks, PyTorch's default for
-    /// the compressed blocks (METHOD.md §2.3).
+    /// A model with fresh weights: the options' init scheme for VGG19's blocks (torchvision's VGG
+    /// init by default), PyTorch's default for the compressed blocks (METHOD.md §2.3).
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self, Error> {
+        let scheme = config.options.init;
         let spec = ModelSpec::new(config)?;
         Self::from_fn(spec, device, |p| {
             Ok(Tensor::from_vec(
-                init_values(p, init_rule_for(p.block), seed),
+                init_values(p, init_rule_for(p.block, scheme), seed),
                 p.shape.as_slice(),
                 device,
             )?)
@@ -119,6 +120,7 @@ impl Model {
         seed: u64,
     ) -> Result<(Self, Inheritance), Error> {
         let spec = ModelSpec::of(model, teacher.options().clone())?;
+        let scheme = teacher.options().init;
         let mut report = Inheritance::default();
         let device = teacher.device.clone();
         let m = Self::from_fn(spec, &device, |p| match teacher.get(&p.name) {
@@ -136,7 +138,7 @@ impl Model {
             None => {
                 report.fresh.push(p.name.clone());
                 Ok(Tensor::from_vec(
-                    init_values(p, init_rule_for(p.block), seed),
+                    init_values(p, init_rule_for(p.block, scheme), seed),
                     p.shape.as_slice(),
                     &device,
                 )?)

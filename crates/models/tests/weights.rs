@@ -322,3 +322,66 @@ fn eval_forward_records_no_graph() {
     }
     assert!(backward_all(&m, &x) > 0);
 }
+
+/// `init = "kaiming"` keeps the convolutions of torchvision's init (the same draws) and gives
+/// the linear layers PyTorch's default, U(±1/√fan_in) for weights and biases; the default
+/// init's linear weights are N(0, 0.01) with zero biases.
+#[test]
+fn kaiming_init_changes_only_the_linear_layers() {
+    use pyramid_models::InitScheme;
+    let base = ModelOptions {
+        input_size: 32,
+        width_div: 8,
+        ..ModelOptions::default()
+    };
+    let kaiming = ModelOptions {
+        init: InitScheme::Kaiming,
+        ..base.clone()
+    };
+    let tv = Model::new(ModelConfig::new(ModelId::VGG19, base), 0, &Device::Cpu).unwrap();
+    let km = Model::new(ModelConfig::new(ModelId::VGG19, kaiming), 0, &Device::Cpu).unwrap();
+    let values = |m: &Model, n: &str| -> Vec<f32> {
+        m.get(n)
+            .unwrap_or_else(|| panic!("no {n}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let mut linear = 0;
+    for (name, _) in tv.params() {
+        let (a, b) = (values(&tv, name), values(&km, name));
+        if name.starts_with("FC3.") {
+            linear += 1;
+            let fan_in = tv.get(name).unwrap().dims().last().copied().unwrap();
+            let fan_in = if name.ends_with(".bias") {
+                // A bias's fan-in is its layer's: the weight's second dimension.
+                tv.get(&name.replace(".bias", ".weight")).unwrap().dims()[1]
+            } else {
+                fan_in
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(
+                b.iter().all(|x| x.abs() <= bound),
+                "{name}: beyond ±{bound}"
+            );
+            let spread = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(
+                spread > 0.5 * bound,
+                "{name}: max |x| {spread} for bound {bound}"
+            );
+            if name.ends_with(".bias") {
+                assert!(
+                    a.iter().all(|x| *x == 0.0),
+                    "{name}: torchvision biases are 0"
+                );
+            } else {
+                let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
+                assert!((std - 0.01).abs() < 0.003, "{name}: std {std}");
+            }
+        } else {
+            assert_eq!(a, b, "{name}: convolutions must not change");
+        }
+    }
+    assert_eq!(linear, 6, "three linear layers, weight and bias each");
+}

@@ -161,7 +161,7 @@ impl Ctx<'_> {
             None => None,
         };
         StageRun {
-            label,
+            label: label.clone(),
             plan,
             student,
             teacher,
@@ -170,6 +170,8 @@ impl Ctx<'_> {
             show_progress: self.show_progress,
             resume,
             interrupt: self.interrupt.as_deref(),
+            // Only the teacher must leave chance at once; a narrow student may take longer.
+            chance_accuracy: (label == TEACHER_LABEL).then(|| 100.0 / self.data.classes as f64),
         }
         .run(&self.stage_data(plan), sink)
     }
@@ -227,6 +229,9 @@ impl Ctx<'_> {
         Ok(())
     }
 }
+
+/// The teacher's stage label in logs (and fault points).
+const TEACHER_LABEL: &str = "teacher/VGG19";
 
 /// The fingerprint stamped in a checkpoint's metadata, if any.
 pub fn checkpoint_fingerprint(path: &Path) -> Result<Option<String>, Error> {
@@ -722,7 +727,7 @@ fn run_stages(
     };
     for (i, stage) in stages.iter().enumerate().skip(sink.progress.stage_index) {
         let label = if at.0 == "teacher" {
-            "teacher/VGG19".to_string()
+            TEACHER_LABEL.to_string()
         } else {
             format!("{at} stage {}", stage.number)
         };

@@ -47,6 +47,9 @@ pub struct StageRun<'a> {
     pub resume: Option<StageSnapshot>,
     /// Set by a signal handler: the stage abandons its epoch and returns `Error::Interrupted`.
     pub interrupt: Option<&'a AtomicBool>,
+    /// Chance-level accuracy (%) of the data, for a stage that should leave it at once (the
+    /// teacher's): still at most 1.5× chance after the first epoch is logged as a warning.
+    pub chance_accuracy: Option<f64>,
 }
 
 /// A stage's bookkeeping at the end of a completed epoch: with [`StageSnapshot`]'s tensors,
@@ -510,6 +513,14 @@ impl StageRun<'_> {
                     },
                 },
             )?;
+            if let (1, Some(chance), Some(acc)) = (epoch, self.chance_accuracy, test_acc) {
+                if acc <= 1.5 * chance {
+                    tracing::warn!(
+                        "{}: accuracy {acc:.2}% after the first epoch is at chance level ({chance:.2}%): check the learning rate and the init ([model] init = \"kaiming\" for a narrow model without batch norm)",
+                        self.label
+                    );
+                }
+            }
             tracing::info!(
                 "{}: epoch {epoch} train loss {:.4}{} | {sel_name} {:.4}{}{}{} | lr {:.1e} | {:.1}s",
                 self.label,

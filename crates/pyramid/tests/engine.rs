@@ -157,6 +157,7 @@ fn stage1_leaves_everything_after_the_compressed_block_bit_identical() {
             show_progress: false,
             resume: None,
             interrupt: None,
+            chance_accuracy: None,
         }
         .run(
             &StageData {
@@ -234,6 +235,7 @@ fn a_label_stage_that_never_improves_lasts_exactly_30_epochs() {
         show_progress: false,
         resume: None,
         interrupt: None,
+        chance_accuracy: None,
     }
     .run(
         &StageData {
