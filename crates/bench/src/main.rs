@@ -448,13 +448,10 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.prec$}"))
 }
 
-/// The same allocator as the `pyramid` binary, so the bench measures what training runs with
-/// (`PYRAMID_RECYCLE_MIB=0` measures without it).
-#[global_allocator]
-static ALLOC: pyramid_alloc::Recycling = pyramid_alloc::Recycling::new();
+// No `#[global_allocator]`: std's (glibc malloc) beat a recycling allocator, mimalloc and
+// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator").
 
 fn main() -> Result<()> {
-    ALLOC.configure_from_env();
     // `pyramid-bench data ...`: the input-pipeline bench (data.rs).
     if std::env::args_os().nth(1).is_some_and(|a| a == "data") {
         return data::main(std::env::args_os().skip(2));

@@ -7,10 +7,8 @@ mod run;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// Training allocates the same large activation and gradient buffers every step; recycling
-/// them saves the page faults of fresh mappings (see crates/alloc).
-#[global_allocator]
-static ALLOC: pyramid_alloc::Recycling = pyramid_alloc::Recycling::new();
+// No `#[global_allocator]`: std's (glibc malloc) beat a recycling allocator, mimalloc and
+// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator").
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +45,6 @@ fn main() {
         // Colour codes only on a terminal, never in piped or redirected logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    ALLOC.configure_from_env();
     // A mistyped kernel choice would silently run another numerical path.
     if let Some(problem) = pyramid_ops::ConvOptions::env_problem() {
         eprintln!("error: {problem}");
