@@ -164,26 +164,35 @@ pub fn load(path: &Path, device: &Device) -> Result<LevelState, Error> {
     })
 }
 
-/// Reads only the fingerprint of a state (for the run directory's check).
-pub fn fingerprint_of(path: &Path) -> Result<String, Error> {
-    let mut f = std::fs::File::open(path).map_err(Error::io("open", path))?;
+/// The `__metadata__` map of a safetensors file, reading only its header (a checkpoint's
+/// tensors can be hundreds of MB).
+pub(crate) fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, Error> {
     use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(Error::io("open", path))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(Error::io("read", path))?;
     let n = u64::from_le_bytes(len);
     if n > 100 << 20 {
-        return Err(Error::file(path, "not a resume state (header too large)"));
+        return Err(Error::file(
+            path,
+            "not a safetensors file (header too large)",
+        ));
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(Error::io("read", path))?;
     #[derive(Deserialize)]
     struct Header {
-        #[serde(rename = "__metadata__")]
+        #[serde(rename = "__metadata__", default)]
         metadata: BTreeMap<String, String>,
     }
     let h: Header = serde_json::from_slice(&header).map_err(bad_json(path))?;
-    let meta = h
-        .metadata
+    Ok(h.metadata)
+}
+
+/// Reads only the fingerprint of a state (for the run directory's check).
+pub fn fingerprint_of(path: &Path) -> Result<String, Error> {
+    let metadata = read_metadata(path)?;
+    let meta = metadata
         .get(META_KEY)
         .ok_or_else(|| Error::file(path, format!("no `{META_KEY}` metadata")))?;
     #[derive(Deserialize)]

@@ -233,19 +233,9 @@ impl Ctx<'_> {
 /// The teacher's stage label in logs (and fault points).
 const TEACHER_LABEL: &str = "teacher/VGG19";
 
-/// The fingerprint stamped in a checkpoint's metadata, if any.
+/// The fingerprint stamped in a checkpoint's metadata, if any (reads only the header).
 pub fn checkpoint_fingerprint(path: &Path) -> Result<Option<String>, Error> {
-    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| Error::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(CHECKPOINT_KEY))
-        .cloned())
+    Ok(resume::read_metadata(path)?.remove(CHECKPOINT_KEY))
 }
 
 fn summary(model: &Model) -> (usize, u64, usize, usize) {
