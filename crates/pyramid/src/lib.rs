@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ExperimentConfig, StageConfig};
 pub use plan::Plan;
-pub use run::{run_experiment, LevelResult, Results, RunOptions};
+pub use run::{run_experiment, Latency, LevelResult, Results, RunOptions};
 
 /// Errors of configs, runs and reports.
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,28 @@ pub struct LevelResult {
     /// Signs that the model did not learn (a stage stuck at its start, a teacher at chance).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Inference speed of the final weights on the run's device (a timing, like
+    /// `wall_seconds`: not part of what a resumed run must reproduce bit for bit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// Inference speed of one model: batches of `batch_size` images at `input_size`², timed after
+/// warm-up batches; the median batch gives images/s and the paper's Figure-3 unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The device it was timed on (`cpu`, `cuda:0`).
+    pub device: String,
+    pub input_size: usize,
+    pub batch_size: usize,
+    /// Timed batches (after the warm-up ones).
+    pub repeats: usize,
+    /// Median seconds per batch.
+    pub median_batch_seconds: f64,
+    pub images_per_sec: f64,
+    /// Seconds to classify 13,000 images at `input_size`² at that speed: Figure 3's unit when
+    /// `input_size` is 96.
+    pub seconds_per_13000: f64,
 }
 
 /// Every result of a run (`results.json`).
@@ -672,6 +694,7 @@ fn level_result(
         fingerprint: None,
         inputs: None,
         warnings,
+        latency: None,
     }
 }
 
