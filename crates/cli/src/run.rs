@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// fingerprint differs) instead of refusing to run.
     #[arg(long)]
     force: bool,
+    /// Run the experiment once per seed 0 … N−1, into <out>/seed-<k> (replaces the config's
+    /// `seed`/`seeds`).
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
 }
 
 /// Builds the plan and loads the data, reporting the problems of both at once: what a run
@@ -57,6 +61,11 @@ fn validate(
 
 pub fn run(a: RunArgs) -> Result<()> {
     let mut cfg = ExperimentConfig::from_file(&a.config)?;
+    if let Some(n) = a.seeds {
+        anyhow::ensure!(n > 0, "--seeds 0: give at least one seed");
+        cfg.seed = 0;
+        cfg.seeds = (0..n).collect();
+    }
     if a.dry_run {
         if let Some(d) = &a.data_dir {
             cfg.data.root = Some(d.clone());
@@ -67,8 +76,25 @@ pub fn run(a: RunArgs) -> Result<()> {
             "data: {} train / {} test images of {}, found and read. Nothing was written.",
             data.train_len, data.test_len, cfg.data.dataset
         );
+        if !cfg.seeds.is_empty() {
+            let dirs: Vec<String> = cfg
+                .per_seed(a.out.as_deref())
+                .iter()
+                .map(|c| format!("seed {} → {}", c.seed, c.out_dir.display()))
+                .collect();
+            println!("once per seed: {}", dirs.join(", "));
+        }
         return Ok(());
     }
+    let resume = format!(
+        "pyramid run {}{}{}",
+        a.config.display(),
+        a.out
+            .as_ref()
+            .map(|o| format!(" --out {}", o.display()))
+            .unwrap_or_default(),
+        a.seeds.map(|n| format!(" --seeds {n}")).unwrap_or_default()
+    );
     // SIGINT / SIGTERM stop the run after its current batch; a second one ends it at once.
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
@@ -76,35 +102,41 @@ pub fn run(a: RunArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&interrupt))?;
     }
     let opts = RunOptions {
-        out_dir: a.out.clone(),
+        out_dir: None,
         device: a.device,
         data_dir: a.data_dir,
         show_progress: !a.no_progress,
         force: a.force,
         interrupt: Some(interrupt),
     };
-    let out = opts.out_dir.clone().unwrap_or_else(|| cfg.out_dir.clone());
-    let results = match pyramid::run_experiment(&cfg, &opts) {
-        Err(pyramid::Error::Interrupted) => {
-            eprintln!(
-                "interrupted: every completed epoch is saved in {}.\nResume with: pyramid run {}{}",
-                out.display(),
-                a.config.display(),
-                a.out
-                    .as_ref()
-                    .map(|o| format!(" --out {}", o.display()))
-                    .unwrap_or_default()
-            );
-            std::process::exit(130);
+    // Every seed's plan and data are checked before the first one trains.
+    let runs = cfg.per_seed(a.out.as_deref());
+    if runs.len() > 1 {
+        cfg.validate()
+            .with_context(|| format!("checking {}", a.config.display()))?;
+    }
+    for run in &runs {
+        let out = run.out_dir.clone();
+        if runs.len() > 1 {
+            eprintln!("seed {} of {:?}: {}", run.seed, cfg.seeds, out.display());
         }
-        r => r.with_context(|| format!("running {}", a.config.display()))?,
-    };
-    println!("{}", report::terminal_table(&results));
-    println!(
-        "report: {}\nresults: {}",
-        out.join("report.md").display(),
-        out.join("results.json").display()
-    );
+        let results = match pyramid::run_experiment(run, &opts) {
+            Err(pyramid::Error::Interrupted) => {
+                eprintln!(
+                    "interrupted: every completed epoch is saved in {}.\nResume with: {resume}",
+                    out.display(),
+                );
+                std::process::exit(130);
+            }
+            r => r.with_context(|| format!("running {}", a.config.display()))?,
+        };
+        println!("{}", report::terminal_table(&results));
+        println!(
+            "report: {}\nresults: {}",
+            out.join("report.md").display(),
+            out.join("results.json").display()
+        );
+    }
     Ok(())
 }
 

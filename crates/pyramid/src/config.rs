@@ -23,6 +23,10 @@ pub struct ExperimentConfig {
     /// Seeds weight init, dropout, shuffling and augmentation.
     #[serde(default)]
     pub seed: u64,
+    /// Run the whole experiment once per seed, into `<out_dir>/seed-<k>` (replaces `seed`).
+    /// The runs share nothing, not even the teacher, unless `[run] share_teacher = true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     /// Run directory (relative paths are relative to the current directory).
     #[serde(default = "default_out_dir")]
     pub out_dir: PathBuf,
@@ -73,6 +77,10 @@ pub struct RunSection {
     /// training: `warn` (log it and mark it in the report) or `error` (stop the run).
     #[serde(default)]
     pub on_degenerate: OnDegenerate,
+    /// With several seeds (`seeds`, or `pyramid run --seeds N`): train the teacher once, under
+    /// the first seed, and let every other seed's run load it (`[teacher] source = "load"` of `<out_dir>/seed-<first>/teacher/final.safetensors`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_teacher: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +363,22 @@ impl ExperimentConfig {
         options
             .validate()
             .map_err(|e| Self::invalid(format!("[model] {e}")))?;
+        if !self.seeds.is_empty() && self.seed != 0 {
+            return Err(Self::invalid(format!(
+                "seed = {} and seeds = {:?}: set one of them (`seeds` runs the experiment once per seed)",
+                self.seed, self.seeds
+            )));
+        }
+        for (i, k) in self.seeds.iter().enumerate() {
+            if self.seeds[..i].contains(k) {
+                return Err(Self::invalid(format!("seeds: {k} is listed twice")));
+            }
+        }
+        if self.run.share_teacher && matches!(self.teacher, TeacherConfig::Load { .. }) {
+            return Err(Self::invalid(
+                "[run] share_teacher = true: the teacher is loaded from a file, which every seed shares already; drop share_teacher".into(),
+            ));
+        }
         if self.levels.is_empty() || self.levels.iter().any(|l| !(1..=5).contains(l)) {
             return Err(Self::invalid(format!(
                 "levels = {:?}: each level must be 1 (SVGG17) … 5 (SVGG5)",
@@ -441,6 +465,43 @@ impl ExperimentConfig {
             }
         }
         Ok(())
+    }
+
+    /// The runs this config asks for: itself when `seeds` is empty, otherwise one config per
+    /// seed with `seed = k`, `seeds` cleared and `out_dir = <base>/seed-<k>`, where `base` is
+    /// `out` if given, else `out_dir`. With `[run] share_teacher`, every seed after the first
+    /// loads the first seed's trained teacher.
+    pub fn per_seed(&self, out: Option<&Path>) -> Vec<ExperimentConfig> {
+        let base = out.unwrap_or(&self.out_dir).to_path_buf();
+        if self.seeds.is_empty() {
+            let mut c = self.clone();
+            c.out_dir = base;
+            return vec![c];
+        }
+        let first = Self::seed_dir(&base, self.seeds[0]);
+        self.seeds
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                let mut c = self.clone();
+                c.seed = k;
+                c.seeds.clear();
+                // Consumed here: each seed's own run is a plain one.
+                c.run.share_teacher = false;
+                c.out_dir = Self::seed_dir(&base, k);
+                if i > 0 && self.run.share_teacher {
+                    c.teacher = TeacherConfig::Load {
+                        path: first.join("teacher").join("final.safetensors"),
+                    };
+                }
+                c
+            })
+            .collect()
+    }
+
+    /// The run directory of seed `k` of a multi-seed experiment rooted at `base`.
+    pub fn seed_dir(base: &Path, k: u64) -> PathBuf {
+        base.join(format!("seed-{k}"))
     }
 
     /// Levels in chain order, deduplicated.
