@@ -572,9 +572,16 @@ fn distinctions(ids: &[Value]) -> Vec<Vec<String>> {
     keys.dedup();
     // A model only some groups trained is no difference of config; its stages are compared
     // where every group has it.
+    let model_of = |k: &str| {
+        k.strip_prefix("stages.")
+            .map(|rest| rest.split('[').next().unwrap_or(rest).to_string())
+    };
+    let has_model = |m: &BTreeMap<String, String>, model: &str| {
+        m.keys().any(|k| model_of(k).as_deref() == Some(model))
+    };
     let differing: Vec<&String> = keys
         .into_iter()
-        .filter(|k| !k.starts_with("stages.") || flat.iter().all(|m| m.contains_key(*k)))
+        .filter(|k| model_of(k).is_none_or(|model| flat.iter().all(|m| has_model(m, &model))))
         .filter(|k| flat.iter().any(|m| m.get(*k) != flat[0].get(*k)))
         .collect();
     flat.iter()

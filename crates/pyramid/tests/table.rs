@@ -291,3 +291,94 @@ fn report_md_builds_its_tables_through_table() {
         "{md}"
     );
 }
+
+#[test]
+fn runs_whose_common_models_executed_other_stages_are_other_groups() {
+    let cfg = pyramid::ExperimentConfig::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke/scratch.toml"),
+    )
+    .unwrap();
+    let plan = pyramid::Plan::build(&cfg).unwrap();
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| s.at.0 == "forward/scratch/SVGG17")
+        .unwrap();
+    let with_stages = |name: &str, number: u32| {
+        let mut run = Run::load(&fixture(name)).unwrap();
+        let mut stages = step.stages.clone();
+        stages[0].number = number;
+        for l in &mut run.results.levels {
+            if l.model == "SVGG17" && l.method == "scratch" {
+                l.executed = stages.clone();
+            }
+        }
+        run
+    };
+    // Seeds 1 and 2 executed the same stages, seed 3 another; a model only one run has
+    // (seed 2 lacks pyramid SVGG14) splits nothing.
+    let runs = vec![
+        with_stages("run-b", 2),
+        with_stages("run-c", 2),
+        with_stages("run-a", 3),
+    ];
+    let t = table::build(&runs, Options::default()).unwrap();
+    assert_eq!(t.groups.len(), 2);
+    assert_eq!(t.groups[0].seeds, vec![1, 2]);
+    assert_eq!(t.groups[1].seeds, vec![3]);
+    assert_eq!(
+        t.groups[0].distinct,
+        vec!["stages.forward/scratch/SVGG17[0].number = 2"]
+    );
+    assert_eq!(
+        t.groups[1].distinct,
+        vec!["stages.forward/scratch/SVGG17[0].number = 3"]
+    );
+}
+
+#[test]
+fn paper_gaps_are_said_once_per_table() {
+    let mut run = Run::load(&fixture("other")).unwrap();
+    // The backward SVGG17B scratch result, relabelled as pyramid-gram at SVGG5B (the paper
+    // prints "–" there) and as KD (a method the paper has no column for).
+    let mut b = run.results.levels[1].clone();
+    (b.model, b.level, b.method) = ("SVGG5B".into(), 5, "pyramid-gram".into());
+    let mut kd = b.clone();
+    kd.method = "kd".into();
+    run.results.levels.extend([b, kd]);
+    let t = table::build(
+        &[run],
+        Options {
+            measure: Measure::Best,
+            paper: true,
+        },
+    )
+    .unwrap();
+    let bwd = &t.tables[1];
+    assert_eq!(bwd.columns, vec!["scratch", "pyramid-gram", "kd"]);
+    assert_eq!(
+        bwd.rows[1].cells[1].as_ref().unwrap().paper,
+        Some(PaperCell::Dash)
+    );
+    assert_eq!(
+        bwd.rows[1].cells[2].as_ref().unwrap().paper,
+        Some(PaperCell::NoMethod)
+    );
+    let md = t.markdown();
+    assert!(
+        md.contains("| SVGG5B | 0.310 M | 2.0 M | – | 55.50 [paper –] | 55.50 |"),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches("Paper: the paper's tables have no column for KD.")
+            .count(),
+        2,
+        "{md}"
+    );
+    assert_eq!(
+        md.matches("Paper: \"paper –\": the paper prints no number for that level.")
+            .count(),
+        1,
+        "{md}"
+    );
+}
