@@ -427,7 +427,7 @@ fn row(
                 .teacher
                 .iter()
                 .chain(&r.results.levels)
-                .filter(|l| l.model == model && methods.iter().any(|m| *m == l.method))
+                .filter(|l| l.model == model && methods.contains(&l.method))
         })
         .collect();
     let any = all.first()?;
