@@ -24,7 +24,9 @@ use crate::Error;
 /// One run directory and its `results.json`.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The run directory, as given.
     pub dir: PathBuf,
+    /// Its `results.json`.
     pub results: Results,
 }
 
@@ -78,6 +80,7 @@ impl Measure {
 /// What to build.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    /// Best- or last-epoch accuracy.
     pub measure: Measure,
     /// Show the paper's numbers beside ours.
     pub paper: bool,
@@ -89,8 +92,11 @@ pub struct Options {
 pub struct Stats {
     /// One value per seed (a non-finite one is left out of the statistics).
     pub values: Vec<f64>,
+    /// NaN when no value is finite.
     pub mean: f64,
+    /// Sample standard deviation; none for fewer than two values.
     pub std: Option<f64>,
+    /// How many values are finite.
     pub n: usize,
 }
 
@@ -165,8 +171,10 @@ pub struct Row {
     pub model: String,
     /// 0 for the teacher, else the level (1 = SVGG17 … 5 = SVGG5).
     pub level: usize,
+    /// Parameters and multiply-accumulates of the model.
     pub params: usize,
     pub macs: u64,
+    /// Measured inference speed, when any of its results has one.
     pub latency: Option<RowLatency>,
     /// Aligned with [`Table::columns`]; the teacher's row has one cell (method `teacher`),
     /// shown under the first column as in the paper.
@@ -178,6 +186,7 @@ pub struct Row {
 /// Runs that differ only by their seed.
 #[derive(Debug, Clone)]
 pub struct Group {
+    /// The experiment's name and data set.
     pub name: String,
     pub dataset: String,
     /// Ascending, and their directories in the same order.
@@ -197,11 +206,14 @@ pub struct Group {
 pub struct Table {
     /// Index into [`Tables::groups`].
     pub group: usize,
+    /// The group's data set, and the scheme of every row.
     pub dataset: String,
     pub scheme: Scheme,
     /// Method config names.
     pub columns: Vec<String>,
+    /// The VGG19 row, when the group has a teacher.
     pub teacher: Option<Row>,
+    /// The levels, SVGG17 first.
     pub rows: Vec<Row>,
     /// The paper's table number for this data set and scheme, when built with `paper`.
     pub paper_table: Option<u8>,
@@ -212,8 +224,11 @@ pub struct Table {
 /// Every table of a set of runs.
 #[derive(Debug, Clone)]
 pub struct Tables {
+    /// What they were built with.
     pub options: Options,
+    /// In the order of their first run.
     pub groups: Vec<Group>,
+    /// Per group, forward then backward.
     pub tables: Vec<Table>,
 }
 
