@@ -3,6 +3,7 @@
 mod data;
 mod inspect;
 mod run;
+mod table;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Eval(run::EvalArgs),
     /// Data sets: fetch official archives, verify files on disk, show samples.
     Data(data::DataArgs),
+    /// Accuracy tables in the paper's layout from run directories, with mean ± std over seeds.
+    Table(table::TableArgs),
 }
 
 fn main() {
@@ -63,5 +66,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => run::check(args),
         Command::Eval(args) => run::eval(args),
         Command::Data(args) => data::run(args),
+        Command::Table(args) => table::run(args),
     }
 }

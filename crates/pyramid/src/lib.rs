@@ -7,12 +7,14 @@ pub mod config;
 pub mod data;
 pub mod fingerprint;
 pub mod method;
+pub mod paper;
 pub mod plan;
 pub mod report;
 pub mod resume;
 pub mod run;
 pub mod rundir;
 pub mod stage;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 

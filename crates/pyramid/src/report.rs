@@ -1,9 +1,12 @@
-//! `report.md`: tables in the shape of the paper's Tables 1–4 (one per scheme), with params
-//! and MACs per row, best- and last-epoch test accuracy, and the stage details.
+//! `report.md`: the accuracy tables of `table` (the paper's Tables 1–4 layout, one per scheme,
+//! best- and last-epoch test accuracy), the Δ against Scratch, warnings and the stage details.
+
+use std::path::PathBuf;
 
 use pyramid_models::{ModelId, Scheme};
 
 use crate::run::{LevelResult, Results};
+use crate::table;
 
 fn pct(x: f64) -> String {
     if x.is_finite() {
@@ -11,14 +14,6 @@ fn pct(x: f64) -> String {
     } else {
         "–".into()
     }
-}
-
-fn millions(n: usize) -> String {
-    format!("{:.3} M", n as f64 / 1e6)
-}
-
-fn mmacs(n: u64) -> String {
-    format!("{:.1} M", n as f64 / 1e6)
 }
 
 fn find<'a>(r: &'a Results, model: &str, method: &str) -> Option<&'a LevelResult> {
@@ -59,79 +54,18 @@ pub fn markdown(r: &Results) -> String {
     s.push_str(
         "Test accuracy (%) of the selected epoch, with the last epoch's in parentheses.\n\n",
     );
-    for scheme in Scheme::ALL {
-        let rows: Vec<usize> = (1..=5)
-            .filter(|&l| {
-                let name = ModelId { level: l, scheme }.name();
-                r.levels.iter().any(|x| x.model == name)
-            })
-            .collect();
-        if rows.is_empty() {
-            continue;
+    // The accuracy tables are table.rs's, for this one run.
+    let run = table::Run {
+        dir: PathBuf::new(),
+        results: r.clone(),
+    };
+    match table::build(std::slice::from_ref(&run), table::Options::default()) {
+        Ok(tables) => {
+            for t in &tables.tables {
+                s.push_str(&accuracy_section(t));
+            }
         }
-        s.push_str(&format!("## {} scheme\n\n", capitalise(scheme.as_str())));
-        let cols = columns(r);
-        let titles: Vec<String> = cols.iter().map(|m| title(m)).collect();
-        s.push_str(&format!(
-            "| Model | Params | MACs | {} |\n|---|---:|---:|{}\n",
-            titles.join(" | "),
-            "---:|".repeat(cols.len())
-        ));
-        if let Some(t) = &r.teacher {
-            s.push_str(&format!(
-                "| VGG19 (teacher) | {} | {} | {} ({}){} |{}\n",
-                millions(t.params),
-                mmacs(t.macs),
-                pct(t.best_test_acc),
-                pct(t.last_test_acc),
-                if t.warnings.is_empty() { "" } else { " ⚠" },
-                " |".repeat(cols.len().saturating_sub(1))
-            ));
-        }
-        let others: Vec<&String> = cols.iter().filter(|m| *m != "scratch").collect();
-        let mut deltas = String::new();
-        for &l in &rows {
-            let name = ModelId { level: l, scheme }.name();
-            let found: Vec<Option<&LevelResult>> = cols.iter().map(|m| find(r, &name, m)).collect();
-            let Some(any) = found.iter().flatten().next() else {
-                continue;
-            };
-            let cells: Vec<String> = found
-                .iter()
-                .map(|x| {
-                    x.map(|x| {
-                        format!(
-                            "{} ({}){}",
-                            pct(x.best_test_acc),
-                            pct(x.last_test_acc),
-                            if x.warnings.is_empty() { "" } else { " ⚠" }
-                        )
-                    })
-                    .unwrap_or_else(|| "–".into())
-                })
-                .collect();
-            s.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                name,
-                millions(any.params),
-                mmacs(any.macs),
-                cells.join(" | ")
-            ));
-            let scratch = find(r, &name, "scratch");
-            let d: Vec<String> = others
-                .iter()
-                .map(|m| delta(scratch, find(r, &name, m)))
-                .collect();
-            deltas.push_str(&format!("| {} | {} |\n", name, d.join(" | ")));
-        }
-        s.push('\n');
-        if cols.iter().any(|m| m == "scratch") && !others.is_empty() {
-            s.push_str(&format!(
-                "Δ against Scratch (best-epoch accuracy, points):\n\n| Model | {} |\n|---|{}\n{deltas}\n",
-                others.iter().map(|m| title(m)).collect::<Vec<_>>().join(" | "),
-                "---:|".repeat(others.len())
-            ));
-        }
+        Err(e) => s.push_str(&format!("(no tables: {})\n\n", crate::error_chain(&e))),
     }
     let warned: Vec<&LevelResult> = r
         .teacher
@@ -198,32 +132,57 @@ fn capitalise(s: &str) -> String {
 /// The report's method columns: the configured methods in config order, then any other method
 /// found in the run directory, in registry order.
 pub fn columns(r: &Results) -> Vec<String> {
-    let mut cols: Vec<String> = r.methods.clone();
-    for m in crate::method::REGISTRY {
-        if !cols.iter().any(|c| c == m.name) && r.levels.iter().any(|l| l.method == m.name) {
-            cols.push(m.name.to_string());
-        }
-    }
-    for l in &r.levels {
-        if !cols.contains(&l.method) {
-            cols.push(l.method.clone());
-        }
-    }
-    cols
+    table::columns(&[r])
 }
 
 /// A method's column title (its config name if it is not registered).
 pub fn title(method: &str) -> String {
-    crate::method::lookup(method)
-        .map(|m| m.title.to_string())
-        .unwrap_or_else(|_| method.to_string())
+    table::title(method)
 }
 
-fn delta(scratch: Option<&LevelResult>, other: Option<&LevelResult>) -> String {
-    match (scratch, other) {
-        (Some(a), Some(b)) => format!("{:+.2}", b.best_test_acc - a.best_test_acc),
-        _ => "–".into(),
+/// One scheme's table (best (last) per cell), then the Δ of every method against Scratch.
+fn accuracy_section(t: &table::Table) -> String {
+    let style = table::Style {
+        best_and_last: true,
+        seeds: 1,
+    };
+    let mut s = format!("## {} scheme\n\n", capitalise(t.scheme.as_str()));
+    s.push_str(&t.markdown_grid(table::Measure::Best, style));
+    s.push('\n');
+    let Some(scratch) = t.columns.iter().position(|m| m == "scratch") else {
+        return s;
+    };
+    let others: Vec<usize> = (0..t.columns.len()).filter(|&i| i != scratch).collect();
+    if others.is_empty() {
+        return s;
     }
+    let mut deltas = String::new();
+    for row in &t.rows {
+        let best = |i: usize| {
+            row.cells
+                .get(i)
+                .and_then(|c| c.as_ref())
+                .map(|c| c.best.mean)
+        };
+        let d: Vec<String> = others
+            .iter()
+            .map(|&i| match (best(scratch), best(i)) {
+                (Some(a), Some(b)) => format!("{:+.2}", b - a),
+                _ => "–".into(),
+            })
+            .collect();
+        deltas.push_str(&format!("| {} | {} |\n", row.model, d.join(" | ")));
+    }
+    s.push_str(&format!(
+        "Δ against Scratch (best-epoch accuracy, points):\n\n| Model | {} |\n|---|{}\n{deltas}\n",
+        others
+            .iter()
+            .map(|&i| title(&t.columns[i]))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---:|".repeat(others.len())
+    ));
+    s
 }
 
 /// A compact text table for the terminal: best-epoch accuracy per method.
