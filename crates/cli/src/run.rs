@@ -137,6 +137,20 @@ pub fn run(a: RunArgs) -> Result<()> {
             out.join("results.json").display()
         );
     }
+    if runs.len() > 1 {
+        // The seeds side by side: mean ± std over the seed directories, in the terminal and
+        // in <base>/table.md.
+        let dirs: Vec<PathBuf> = runs.iter().map(|r| r.out_dir.clone()).collect();
+        let tables = pyramid::table::build(
+            &pyramid::table::load_runs(&dirs)?,
+            pyramid::table::Options::default(),
+        )?;
+        let text = tables.markdown();
+        let base = a.out.clone().unwrap_or_else(|| cfg.out_dir.clone());
+        let path = base.join("table.md");
+        pyramid::table::write(&path, &text)?;
+        println!("{text}\nover {} seeds: {}", runs.len(), path.display());
+    }
     Ok(())
 }
 

@@ -139,6 +139,18 @@ fn seeds_flag_and_a_shared_teacher() {
         read(dirs[1].join("forward/scratch/SVGG17/metrics.jsonl")),
         read(dirs[2].join("forward/scratch/SVGG17/metrics.jsonl"))
     );
+    // The seeds aggregate into one table: the teacher row is one value (shared, std 0), the
+    // students show mean ± std over n = 3.
+    let table = String::from_utf8(read(out.join("table.md"))).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| SVGG17 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row.matches('±').count(), 2, "{row}");
+    assert!(
+        table.contains("n = 3") || table.contains("n=3") || table.contains("3 seeds"),
+        "{table}"
+    );
 }
 
 #[test]

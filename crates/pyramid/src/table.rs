@@ -260,11 +260,13 @@ fn model_path(l: &LevelResult) -> String {
     }
 }
 
-/// Each trained model's executed stages.
+/// Each trained model's executed stages. A model that ran none (a loaded teacher, e.g. the
+/// first seed's under `[run] share_teacher`) has nothing to compare and splits no group.
 fn stages(r: &Results) -> BTreeMap<String, Value> {
     r.teacher
         .iter()
         .chain(&r.levels)
+        .filter(|l| !l.executed.is_empty())
         .map(|l| {
             (
                 model_path(l),
