@@ -230,7 +230,7 @@ fn the_logit_methods_match_logits_and_train_everything() {
 #[test]
 fn fitnet_guides_the_section_6_layers_through_its_regressors() {
     let p = plan();
-    // (guided tap, regressor, regressor params at paper width: METHOD §14 item 9)
+    // (guided tap, regressor, regressor params at paper width: docs/method.md §14 item 9)
     for (at, guided, regressor, params) in [
         ("forward/fitnet/SVGG17", "B4.conv4_1", "identity", 0),
         (
@@ -520,7 +520,7 @@ schedule = { kind = "plateau", stop = "stage1" }
 
 #[test]
 fn a_logit_loss_in_stage_1_trains_every_parameter() {
-    // METHOD §7.4: matching logits reaches, and trains, the whole network, even when the
+    // docs/method.md §7.4: matching logits reaches, and trains, the whole network, even when the
     // method's own hint would stop at the compressed block.
     let p = Plan::build(&config_with(
         r#"methods = ["pyramid"]"#,

@@ -1,4 +1,4 @@
-//! Gram Direct (METHOD.md §7.7, the recommended clean definition): the teacher is fixed at the
+//! Gram Direct (docs/method.md §7.7, the recommended clean definition): the teacher is fixed at the
 //! top model (backward: VGG19; forward: the Pyramid 2-stages SVGG17), the student is built from
 //! it like Scratch (every compressed block new), and stage 1 minimises the sum of the Gram
 //! losses of every compressed position so far, with one optimiser over the parameters up to

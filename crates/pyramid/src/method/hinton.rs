@@ -1,4 +1,4 @@
-//! Hinton 2-stages (METHOD.md §7.5): VGG19 teaches every level; the student starts from the
+//! Hinton 2-stages (docs/method.md §7.5): VGG19 teaches every level; the student starts from the
 //! Scratch initialisation, matches VGG19's logits (MSE_sum, every parameter), then trains on
 //! labels.
 

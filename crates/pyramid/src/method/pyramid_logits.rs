@@ -1,4 +1,4 @@
-//! Pyramid Hinton 2-stages (METHOD.md §7.4): inherit from the previous level, match its logits
+//! Pyramid Hinton 2-stages (docs/method.md §7.4): inherit from the previous level, match its logits
 //! with MSE_sum (no temperature, no softmax) training every parameter, then train on labels.
 
 use pyramid_losses::LossSpec;
