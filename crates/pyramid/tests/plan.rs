@@ -1,5 +1,5 @@
-//! The plan of every method, pinned against the method's definition (docs/method.md; the
-//! paper's §3.3, §4.3, §5.3, §6 and §7 tables), at paper width on STL10. Nothing trains here.
+//! The plan of every method, pinned against the method's definition (the tables of
+//! docs/method.md §3.3, §4.3, §5.3, §6 and §7), at paper width on STL10. Nothing trains here.
 
 use pyramid::method::{ModelRef, TrainSet};
 use pyramid::plan::{LevelPlan, StagePlan};
@@ -423,7 +423,7 @@ fn the_dry_run_text_names_every_chain_stage_and_tap() {
     let text = plan().to_text();
     for needle in [
         "forward / Pyramid Gram (pyramid-gram):",
-        "  SVGG17   – (no result: the head is the compressed block, and a Gram pair needs a conv block (§5.3))",
+        "  SVGG17   – (no result: the head is the compressed block, and a Gram pair needs a conv block (docs/method.md §5.3))",
         "G(B4, K5.conv) vs G(B4, B5.conv5_4)",
         "stage 1: loss hint, trains up to and including B3.conv3_3 + regressor [pool, conv(256→512, no ReLU)]",
         "(B3.conv3_3 vs B4.conv4_2)",

@@ -12,7 +12,7 @@ pub const METHOD: Method = Method {
     name: "fitnet",
     title: "FitNet",
     summary:
-        "VGG19 teaches; Scratch init, guided layer + regressor vs ReLU(conv4_2), then labels (§7.6)",
+        "VGG19 teaches; Scratch init, guided layer + regressor vs ReLU(conv4_2), then labels (docs/method.md §7.6)",
     settings: &[],
     level,
     absent: "",

@@ -10,7 +10,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "hinton",
     title: "Hinton 2-stages",
-    summary: "VGG19 teaches; Scratch init, MSE_sum on logits, then labels (§7.5)",
+    summary: "VGG19 teaches; Scratch init, MSE_sum on logits, then labels (docs/method.md §7.5)",
     settings: &[],
     level,
     absent: "",

@@ -8,7 +8,7 @@ use super::{Level, LevelRecipe, Method};
 pub const METHOD: Method = Method {
     name: "pyramid",
     title: "Pyramid 2-stages",
-    summary: "previous level teaches; hint C vs D up to C, then labels (§7.2)",
+    summary: "previous level teaches; hint C vs D up to C, then labels (docs/method.md §7.2)",
     settings: &[],
     level,
     absent: "",

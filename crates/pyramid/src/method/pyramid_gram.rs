@@ -11,10 +11,10 @@ use super::{Level, LevelRecipe, Method};
 pub const METHOD: Method = Method {
     name: "pyramid-gram",
     title: "Pyramid Gram",
-    summary: "previous level teaches; Gram pair of the new block (§5.3), then labels (§7.3)",
+    summary: "previous level teaches; Gram pair of the new block, then labels (docs/method.md §5.3, §7.3)",
     settings: &[],
     level,
-    absent: "the head is the compressed block, and a Gram pair needs a conv block (§5.3)",
+    absent: "the head is the compressed block, and a Gram pair needs a conv block (docs/method.md §5.3)",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

@@ -9,7 +9,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "pyramid-logits",
     title: "Pyramid logits",
-    summary: "previous level teaches; MSE_sum on logits, all parameters, then labels (§7.4)",
+    summary: "previous level teaches; MSE_sum on logits, all parameters, then labels (docs/method.md §7.4)",
     settings: &[],
     level,
     absent: "",

@@ -9,7 +9,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "scratch",
     title: "Scratch",
-    summary: "built from VGG19, new layers random, cross entropy only (§7.1)",
+    summary: "built from VGG19, new layers random, cross entropy only (docs/method.md §7.1)",
     settings: &[],
     level,
     absent: "",
