@@ -9,7 +9,7 @@ Reads D/stl10_binary/train_{X,y}.bin or D/cifar-100-binary/train.bin with numpy 
 torchvision's STL10 / CIFAR100 classes lay them out (STL10: reshape (N, 3, 96, 96), then swap
 the last two axes, because the file stores each channel column-major; CIFAR-100 binary records:
 coarse label, fine label, 3072 bytes of R, G, B planes), and serves PIL images through the
-paper's training transforms (METHOD §1, the same as `LoaderConfig::paper_train`):
+paper's training transforms (docs/method.md §1, the same as `LoaderConfig::paper_train`):
 
     STL10:     RandomHorizontalFlip → ToTensor → Normalize(CIFAR mean, std)
     CIFAR-100: Resize(96, bilinear) → RandomHorizontalFlip → ToTensor → Normalize(CIFAR mean, std)

@@ -8,8 +8,10 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
     || echo "note: dataset-fashion-mnist not installed; tests that need it are skipped" >&2
 fi
 cargo test --workspace --release --locked
-# The conventions: formatting, lints, and tidy (private paths, SAFETY comments, no unwrap in
-# libraries, no unused dependencies), after the tests so a style slip never hides a failure.
+# The conventions: formatting, lints, API docs without rustdoc warnings (broken intra-doc
+# links and the like), and tidy (private paths, SAFETY comments, no unwrap in libraries, no
+# unused dependencies), after the tests so a style slip never hides a failure.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --release
 cargo run --release --locked -q -p xtask -- tidy

@@ -1,6 +1,8 @@
-//! `cargo xtask ci [--cuda]`: the CI test command; `--cuda` also compiles the `cuda` and
-//! `cudnn` features with NVIDIA's PyPI wheels (docs/cuda.md). Not part of the
-//! default CI: it needs a 2 GB virtualenv and about 15 minutes.
+//! `cargo xtask ci [--cuda]`: what CI runs (`.ci/run`, `.github/workflows/ci.yml`), locally:
+//! `scripts/test.sh`, i.e. every test, then `cargo fmt --check`, clippy with `-D warnings`,
+//! `cargo doc` with rustdoc warnings denied, and `cargo xtask tidy`. `--cuda` also compiles the
+//! `cuda` and `cudnn` features with NVIDIA's PyPI wheels (docs/cuda.md); that is not part of
+//! the default CI: it needs a 2 GB virtualenv and about 15 minutes.
 
 use anyhow::{bail, Result};
 use std::process::Command;

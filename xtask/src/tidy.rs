@@ -1,6 +1,7 @@
 //! `cargo xtask tidy`: the workspace's conventions, checked (after rust-analyzer's `tidy.rs`).
 //!
-//! - no path into the maintainers' private reference folder (the repository stands alone);
+//! - no path into the maintainers' private reference folder, and no citation of their private
+//!   spec file (the repository stands alone; the method is in docs/method.md);
 //! - every `unsafe` block, fn or impl outside tests says why it is sound (`// SAFETY:`);
 //! - no `.unwrap()` in library code outside tests (an `expect` that says why, on a proven
 //!   invariant, is the exception);
@@ -91,17 +92,29 @@ fn is_library_source(rel: &Path) -> bool {
 }
 
 fn no_private_paths(rel: &Path, text: &str) -> Vec<String> {
-    // Spelled in two pieces so that this file does not match itself.
-    let needle = ["shared", "/docs"].concat();
+    // Spelled in pieces so that this file does not match itself.
+    let folder = ["shared", "/docs"].concat();
+    let spec = ["METHOD", ".md"].concat();
+    let rules = [
+        (folder, "points into a folder a clone does not have"),
+        (
+            spec,
+            "cites the maintainers' private spec; cite docs/method.md §N",
+        ),
+    ];
     text.lines()
         .enumerate()
-        .filter(|(_, l)| l.contains(&needle))
-        .map(|(i, _)| {
-            format!(
-                "{}:{}: points into {needle}, which a clone does not have; say it in docs/",
-                rel.display(),
-                i + 1
-            )
+        .flat_map(|(i, l)| {
+            rules
+                .iter()
+                .filter(move |(needle, _)| l.contains(needle.as_str()))
+                .map(move |(needle, why)| {
+                    format!(
+                        "{}:{}: `{needle}` {why}; say it in docs/",
+                        rel.display(),
+                        i + 1
+                    )
+                })
         })
         .collect()
 }
@@ -260,12 +273,21 @@ mod tests {
     #[test]
     fn each_rule_catches_its_violation() {
         let p = Path::new("crates/x/src/lib.rs");
-        let needle = ["shared", "/docs"].concat();
+        let folder = ["shared", "/docs"].concat();
+        let spec = ["METHOD", ".md"].concat();
         assert_eq!(
-            no_private_paths(p, &format!("see ../{needle}/METHOD.md")).len(),
+            no_private_paths(p, &format!("see ../{folder}/x.md")).len(),
             1
         );
-        assert!(no_private_paths(p, "see docs/method.md").is_empty());
+        assert_eq!(no_private_paths(p, &format!("see {spec} §3")).len(), 1);
+        // Both rules on one line: two problems.
+        assert_eq!(
+            no_private_paths(p, &format!("see ../{folder}/{spec}")).len(),
+            2
+        );
+        assert!(no_private_paths(p, "see docs/method.md §3").is_empty());
+        // The Rust constant of a method module is not a citation.
+        assert!(no_private_paths(p, "pub const METHOD: Method = Method {").is_empty());
 
         let bad = "fn f() {\n    let x = unsafe { g() };\n}\n";
         assert_eq!(unsafe_has_safety(p, bad).len(), 1);

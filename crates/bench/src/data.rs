@@ -139,7 +139,7 @@ impl Which {
             Which::Cifar100 => 10000,
         }
     }
-    /// What the training transforms do with this data set (METHOD §1).
+    /// What the training transforms do with this data set (docs/method.md §1).
     fn transforms(self) -> &'static str {
         match self {
             Which::Stl10 => "hflip, normalise",

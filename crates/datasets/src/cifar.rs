@@ -218,7 +218,7 @@ pub static CIFAR100: DatasetInfo = DatasetInfo {
             classes: &CIFAR100_COARSE,
         },
     ],
-    // METHOD §1 uses the CIFAR-10 constants for CIFAR-100 too.
+    // docs/method.md §1 uses the CIFAR-10 constants for CIFAR-100 too.
     mean: &Normalize::CIFAR_MEAN,
     std: &Normalize::CIFAR_STD,
     train: 50_000,

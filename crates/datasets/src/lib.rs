@@ -184,7 +184,7 @@ impl DatasetKind {
         self.label_set().classes
     }
 
-    /// The normalisation constants used for this dataset (METHOD §1); see [`Normalize`].
+    /// The normalisation constants used for this dataset (docs/method.md §1); see [`Normalize`].
     pub fn normalize(&self, channels: usize) -> Normalize {
         self.info().normalize(channels)
     }

@@ -28,7 +28,7 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    /// CIFAR-10 constants; METHOD §1 uses them for STL10 **and** CIFAR-100.
+    /// CIFAR-10 constants; docs/method.md §1 uses them for STL10 **and** CIFAR-100.
     pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
     pub const CIFAR_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
     /// Fashion-MNIST training-set statistics (of x/255 over all 60,000·784 pixels:
@@ -39,7 +39,7 @@ impl Normalize {
     pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Self {
         Self { mean, std }
     }
-    /// The constants METHOD §1 uses for both STL10 and CIFAR-100 (and CIFAR-10).
+    /// The constants docs/method.md §1 uses for both STL10 and CIFAR-100 (and CIFAR-10).
     pub fn cifar() -> Self {
         Self::new(Self::CIFAR_MEAN.to_vec(), Self::CIFAR_STD.to_vec())
     }
@@ -176,7 +176,7 @@ impl LoaderConfig {
         }
     }
 
-    /// METHOD §1 training loader: batch 128, shuffled, resized to 96×96, 3 channels, random
+    /// docs/method.md §1 training loader: batch 128, shuffled, resized to 96×96, 3 channels, random
     /// horizontal flip, the dataset's normalisation.
     pub fn paper_train(kind: crate::DatasetKind, seed: u64) -> Self {
         Self {
@@ -186,7 +186,7 @@ impl LoaderConfig {
         }
     }
 
-    /// METHOD §1 test loader: like [`LoaderConfig::paper_train`] without augmentation and
+    /// docs/method.md §1 test loader: like [`LoaderConfig::paper_train`] without augmentation and
     /// without shuffling (the original shuffled the test set too, which changes nothing).
     pub fn paper_test(kind: crate::DatasetKind, seed: u64) -> Self {
         Self {

@@ -26,7 +26,7 @@ pub struct DatasetInfo {
     pub shape: (usize, usize, usize),
     /// The label sets; the first is the default, another is chosen as `name:set`.
     pub labels: &'static [LabelSet],
-    /// Normalisation `(x/255 − mean) / std` (METHOD §1); a single value applies to every
+    /// Normalisation `(x/255 − mean) / std` (docs/method.md §1); a single value applies to every
     /// channel.
     pub mean: &'static [f32],
     pub std: &'static [f32],

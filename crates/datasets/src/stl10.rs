@@ -30,7 +30,7 @@ pub static STL10: DatasetInfo = DatasetInfo {
     aliases: &[],
     shape: (3, SIDE, SIDE),
     labels: &[LabelSet::only(&CLASSES)],
-    // METHOD §1: the CIFAR-10 constants, as the original code used them.
+    // docs/method.md §1: the CIFAR-10 constants, as the original code used them.
     mean: &Normalize::CIFAR_MEAN,
     std: &Normalize::CIFAR_STD,
     train: 5_000,

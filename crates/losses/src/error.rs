@@ -23,7 +23,7 @@ pub enum LossError {
         expected: &'static str,
     },
 
-    /// Gram upsampling (METHOD.md §5.1) only handles integer nearest-neighbour factors.
+    /// Gram upsampling (docs/method.md §5.1) only handles integer nearest-neighbour factors.
     #[error(
         "gram: cannot upsample F2 from {from_h}x{from_w} to F1's {to_h}x{to_w} by an integer factor"
     )]

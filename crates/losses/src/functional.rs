@@ -24,7 +24,7 @@ fn logits_2d(op: &'static str, what: &'static str, t: &Tensor) -> Result<(usize,
     })
 }
 
-/// Σ (a−b)² over all elements: PyTorch `MSELoss(size_average=False)` (METHOD.md §0, §13 B13).
+/// Σ (a−b)² over all elements: PyTorch `MSELoss(size_average=False)` (docs/method.md §0, §13 B13).
 /// No division by batch size or element count.
 pub fn mse_sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mse_sum", a, b)?;
@@ -59,7 +59,7 @@ fn check_labels(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<Te
     Ok(labels.unsqueeze(1)?.contiguous()?)
 }
 
-/// Batch-mean softmax cross-entropy on raw logits `[B, n]` with integer labels `[B]` (METHOD.md §0 "CE").
+/// Batch-mean softmax cross-entropy on raw logits `[B, n]` with integer labels `[B]` (docs/method.md §0 "CE").
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let idx = check_labels("cross_entropy", logits, labels)?;
     let picked = log_softmax(logits)?.gather(&idx, 1)?;
@@ -94,11 +94,11 @@ fn dims4(op: &'static str, what: &'static str, t: &Tensor) -> Result<(usize, usi
     })
 }
 
-/// Gram (FSP) matrix per METHOD.md §5.1: `f1 [B,m,h,w]`, `f2 [B,k,h',w']` → `[B,m,k]`,
+/// Gram (FSP) matrix per docs/method.md §5.1: `f1 [B,m,h,w]`, `f2 [B,k,h',w']` → `[B,m,k]`,
 /// `G[i,j] = Σ_{s,t} F1[i,s,t]·F2[j,s,t] / (h·w)`.
 ///
 /// If both h≠h' and w≠w', F2 is nearest-neighbour upsampled to h×w (integer factors only; ×2 in
-/// the pyramid, ×4 in the §7.9 experiment). Any other spatial mismatch is an error.
+/// the pyramid, ×4 in the level-skipping experiment of docs/method.md §7.10). Any other spatial mismatch is an error.
 pub fn gram(f1: &Tensor, f2: &Tensor) -> Result<Tensor> {
     let (b, m, h, w) = dims4("gram", "f1", f1)?;
     let (b2, k, h2, w2) = dims4("gram", "f2", f2)?;
@@ -125,14 +125,14 @@ pub fn gram(f1: &Tensor, f2: &Tensor) -> Result<Tensor> {
     Ok((g / hw as f64)?)
 }
 
-/// MSE_sum between the Gram matrices of the student pair and the teacher pair (METHOD.md §5.1).
+/// MSE_sum between the Gram matrices of the student pair and the teacher pair (docs/method.md §5.1).
 pub fn gram_loss(student: (&Tensor, &Tensor), teacher: (&Tensor, &Tensor)) -> Result<Tensor> {
     let gs = gram(student.0, student.1)?;
     let gt = gram(teacher.0, teacher.1)?;
     mse_sum(&gs, &gt)
 }
 
-/// The paper's "Hinton" stage-1 loss: MSE_sum on raw logits (METHOD.md §7.4, §13 B2).
+/// The paper's "Hinton" stage-1 loss: MSE_sum on raw logits (docs/method.md §7.4, §13 B2).
 pub fn logit_mse(student_logits: &Tensor, teacher_logits: &Tensor) -> Result<Tensor> {
     mse_sum(student_logits, teacher_logits)
 }

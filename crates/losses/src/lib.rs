@@ -1,4 +1,4 @@
-//! Distillation losses for the pyramid (METHOD.md §0, §5, §7): pure, differentiable functions
+//! Distillation losses for the pyramid (docs/method.md §0, §5, §7): pure, differentiable functions
 //! over candle tensors, and `LossSpec`, the serialisable description of a stage's loss.
 
 mod error;

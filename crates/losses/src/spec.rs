@@ -8,10 +8,10 @@ use crate::functional as f;
 
 /// The tensors a stage produces for its loss. Fill in what the stage's `LossSpec` needs
 /// (see `LossSpec::needs_*`); teacher tensors are detached by `LossSpec::evaluate`
-/// (teachers never receive gradients, METHOD.md §7.2).
+/// (teachers never receive gradients, docs/method.md §7.2).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LossInputs<'a> {
-    /// Student's matched feature tensor: output of the compressed block C (METHOD.md §3.3/§4.3)
+    /// Student's matched feature tensor: output of the compressed block C (docs/method.md §3.3/§4.3)
     /// or the FitNet regressor output (§6).
     pub student_features: Option<&'a Tensor>,
     /// Teacher's matched feature tensor: output of the replaced block D, or the FitNet hint.
@@ -113,7 +113,7 @@ impl Reads {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reduction {
-    /// Summed over the batch (MSE_sum, METHOD.md §0): a batch value is already a sum over images.
+    /// Summed over the batch (MSE_sum, docs/method.md §0): a batch value is already a sum over images.
     Sum,
     /// Averaged over the batch: a batch value times the batch size is a sum over images.
     Mean,

@@ -227,14 +227,14 @@ fn gram_with_upsampling_matches_pytorch() {
 
 #[test]
 fn gram_of_all_ones_is_all_ones_and_has_pyramid_shape() {
-    // METHOD.md §14.8: 64×96×96 with 128×48×48 → 64×128 (÷9216), all ones for constant maps.
+    // docs/method.md §14 item 8: 64×96×96 with 128×48×48 → 64×128 (÷9216), all ones for constant maps.
     let f1 = Tensor::ones((2, 64, 96, 96), DType::F32, &dev()).unwrap();
     let f2 = Tensor::ones((2, 128, 48, 48), DType::F32, &dev()).unwrap();
     let g = gram(&f1, &f2).unwrap();
     assert_eq!(g.dims(), &[2, 64, 128]);
     let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|x| (*x - 1.0).abs() < 1e-6));
-    // Other §14.8 shapes (no upsampling): 512×6×6 pair → 512×512.
+    // Other §14 item 8 shapes (no upsampling): 512×6×6 pair → 512×512.
     let a = Tensor::ones((1, 512, 6, 6), DType::F32, &dev()).unwrap();
     assert_eq!(gram(&a, &a).unwrap().dims(), &[1, 512, 512]);
     let a = Tensor::ones((1, 256, 12, 12), DType::F32, &dev()).unwrap();
@@ -261,7 +261,7 @@ fn gram_rejects_unsupported_sizes() {
 
 #[test]
 fn gram_upsampling_x4_and_gradient() {
-    // §7.9: 24×24 upsampled ×4 to 96×96; gradient w.r.t. the upsampled map is finite.
+    // docs/method.md §7.10: 24×24 upsampled ×4 to 96×96; gradient w.r.t. the upsampled map is finite.
     let f1 = Tensor::randn(0f32, 1., (1, 4, 8, 8), &dev()).unwrap();
     let f2 = Tensor::randn(0f32, 1., (1, 3, 2, 2), &dev()).unwrap();
     let g = grad_of(&f2, |f2| {

@@ -1,4 +1,4 @@
-//! FitNet regressors (METHOD.md §6): a small adapter that maps a student's guided layer to the
+//! FitNet regressors (docs/method.md §6): a small adapter that maps a student's guided layer to the
 //! shape of the teacher's hint. It exists only during a FitNet hint stage and is never part of
 //! a checkpoint.
 
@@ -25,7 +25,7 @@ impl AdapterSpec {
         !self.pool && self.conv.is_none() && !self.upsample
     }
 
-    /// Trainable parameters (METHOD.md §14 item 9: 1,180,160 for conv 256→512).
+    /// Trainable parameters (docs/method.md §14 item 9: 1,180,160 for conv 256→512).
     pub fn num_params(&self) -> usize {
         self.conv.map_or(0, |(i, o)| 9 * i * o + o)
     }
@@ -68,7 +68,7 @@ impl AdapterSpec {
     }
 }
 
-/// An adapter with weights (PyTorch's default init, U(±1/√fan_in), METHOD.md §2.3).
+/// An adapter with weights (PyTorch's default init, U(±1/√fan_in), docs/method.md §2.3).
 pub struct Adapter {
     spec: AdapterSpec,
     conv: Option<(Var, Var)>,

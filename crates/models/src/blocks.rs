@@ -1,5 +1,5 @@
 //! Block specifications: the named pieces a VGG19 is cut into, and the smaller blocks that
-//! replace them (METHOD.md §2).
+//! replace them (docs/method.md §2).
 
 use serde::{Deserialize, Serialize};
 

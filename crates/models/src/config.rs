@@ -7,7 +7,7 @@ use std::str::FromStr;
 use crate::init::InitScheme;
 use crate::Error;
 
-/// The order in which a pyramid compresses VGG19 (METHOD.md §3 and §4).
+/// The order in which a pyramid compresses VGG19 (docs/method.md §3 and §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {

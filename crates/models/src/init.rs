@@ -14,7 +14,7 @@ use crate::spec::{ParamLayer, ParamSpec};
 pub enum InitRule {
     /// torchvision's VGG init: Kaiming-normal (fan_out, ReLU) convs, N(0, 0.01) linear, zero biases.
     TorchvisionVgg,
-    /// PyTorch's default for new layers: U(±1/√fan_in) for weight and bias (METHOD.md §2.3).
+    /// PyTorch's default for new layers: U(±1/√fan_in) for weight and bias (docs/method.md §2.3).
     PytorchDefault,
     /// Kaiming-normal (fan_out, ReLU) convs with zero biases, PyTorch's default for linear
     /// layers: what trains a narrow BN-free VGG, whose N(0, 0.01) head would vanish.

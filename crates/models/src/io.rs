@@ -123,7 +123,7 @@ impl Model {
 
     /// Imports torchvision's `vgg19` state dict (`features.N.weight`/`bias`) into this model's
     /// VGG19 conv layers (those it has), and re-draws FC3 with PyTorch's default init, as the
-    /// original did when it replaced torchvision's classifier (METHOD.md §2.2, §13 B11).
+    /// original did when it replaced torchvision's classifier (docs/method.md §2.2, §13 B11).
     /// For a 1-channel model, conv1_1's RGB filters are summed over the colour axis.
     /// Returns the names of the imported parameters.
     pub fn import_torchvision_vgg19(
@@ -206,7 +206,7 @@ pub const TORCHVISION_VGG19_CONVS: [(BlockKind, &str); 16] = [
     (BlockKind::B5, "conv5_4"),
 ];
 
-/// torchvision `vgg19().features` module index of each conv (METHOD.md §2.1).
+/// torchvision `vgg19().features` module index of each conv (docs/method.md §2.1).
 pub const TORCHVISION_FEATURE_INDEX: [usize; 16] =
     [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
 

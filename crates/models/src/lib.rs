@@ -1,4 +1,4 @@
-//! VGG19 and the ten SVGG students of the Pyramid paper (METHOD.md §2–§4).
+//! VGG19 and the ten SVGG students of the Pyramid paper (docs/method.md §2–§4).
 //!
 //! Students are not hand-written: a [`plan::compression_plan`] lists, for each scheme, which
 //! teacher blocks each level replaces and by what. A [`ModelSpec`] is the structure (blocks,

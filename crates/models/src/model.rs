@@ -98,7 +98,7 @@ fn init_rule_for(block: BlockKind, scheme: InitScheme) -> InitRule {
 
 impl Model {
     /// A model with fresh weights: the options' init scheme for VGG19's blocks (torchvision's VGG
-    /// init by default), PyTorch's default for the compressed blocks (METHOD.md §2.3).
+    /// init by default), PyTorch's default for the compressed blocks (docs/method.md §2.3).
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self, Error> {
         let scheme = config.options.init;
         let spec = ModelSpec::new(config)?;

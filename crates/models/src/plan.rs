@@ -1,5 +1,5 @@
 //! Compression plans: the two schemes as ordered lists of "replace these blocks by that one"
-//! over the same VGG19 blocks (METHOD.md §3.1 and §4.1).
+//! over the same VGG19 blocks (docs/method.md §3.1 and §4.1).
 
 use serde::{Deserialize, Serialize};
 

@@ -325,7 +325,7 @@ impl ModelSpec {
     }
 
     /// The tap of a block's last convolution, before its pool (`B5.conv5_4`, `K5.conv`): the
-    /// second map of a Gram pair (METHOD.md §5.2). None for blocks without a convolution.
+    /// second map of a Gram pair (docs/method.md §5.2). None for blocks without a convolution.
     pub fn last_conv_tap(&self, block: BlockKind) -> Option<String> {
         let b = self.block(block)?;
         b.layers.iter().rev().find_map(|l| match l {

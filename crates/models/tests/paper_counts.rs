@@ -1,4 +1,4 @@
-//! Pins every number of METHOD.md §14 that the structure determines: parameter counts for STL10
+//! Pins every number of docs/method.md §14 that the structure determines: parameter counts for STL10
 //! and CIFAR-100, conv/FC counts, block output shapes at 96×96, stage-1 matched shapes and MACs.
 
 use pyramid_models::{step_of, BlockKind, ModelId, ModelOptions, ModelSpec, Role, Scheme};
@@ -8,7 +8,7 @@ fn spec(name: &str, classes: usize) -> ModelSpec {
     ModelSpec::of(id, ModelOptions::default().with_classes(classes)).unwrap()
 }
 
-// METHOD.md §14.3 and §14.4.
+// docs/method.md §14 items 3 and 4.
 const COUNTS: [(&str, usize, usize); 11] = [
     ("VGG19", 30_517_834, 30_564_004),
     ("SVGG17", 20_070_474, 20_485_284),
@@ -227,7 +227,7 @@ fn block_output_shapes_at_96_match_method_3_2_and_4_2() {
     assert_eq!(
         shapes("SVGG5B"),
         shapes("SVGG5"),
-        "§14.6: SVGG5 and SVGG5B are identical"
+        "§14 item 6: SVGG5 and SVGG5B are identical"
     );
 }
 

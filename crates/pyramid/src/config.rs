@@ -61,7 +61,7 @@ pub struct ExperimentConfig {
     #[serde(default)]
     pub method: BTreeMap<String, MethodSettings>,
     /// Per-model stage patches for every method, e.g. `[overrides.SVGG17B.stage1]`
-    /// (the per-script overrides of the original, METHOD.md §9.2).
+    /// (the per-script overrides of the original, docs/method.md §9.2).
     #[serde(default)]
     pub overrides: BTreeMap<String, StageOverrides>,
     /// How the run treats what it finds.
@@ -131,7 +131,7 @@ pub struct DataConfig {
     /// Keep at most this many test images per class; none = all.
     #[serde(default)]
     pub test_per_class: Option<usize>,
-    /// Model selection: `test` (the paper, §8) or `val` (a held-out, seeded, stratified slice
+    /// Model selection: `test` (the paper, docs/method.md §8.6) or `val` (a held-out, seeded, stratified slice
     /// of the training set). Both best-epoch and last-epoch test accuracy are always recorded.
     #[serde(default)]
     pub selection: Selection,
@@ -176,7 +176,7 @@ pub enum TeacherConfig {
     /// A pyramid checkpoint (safetensors written by this toolkit).
     Load { path: PathBuf },
     /// torchvision's ImageNet `vgg19` state dict (`.pth`), then fine-tuned with the recipe
-    /// (the paper's starting point, §13 B11).
+    /// (the paper's starting point, docs/method.md §13 B11).
     Torchvision { path: PathBuf, recipe: StageConfig },
 }
 
@@ -192,13 +192,13 @@ pub struct StageConfig {
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
     /// Label stage of a distilled level only: truly freeze the blocks after the compressed
-    /// one (the original trains them, METHOD.md §13 B1).
+    /// one (the original trains them, docs/method.md §13 B1).
     #[serde(default)]
     pub freeze_inherited: bool,
 }
 
 impl StageConfig {
-    /// §9.1 stage 1: Adam 1e-4 wd 5e-4, plateau on the monitored loss, stop rule of §8.2.
+    /// docs/method.md §9.1 stage 1: Adam 1e-4 wd 5e-4, plateau on the monitored loss, stop rule of §8.2.
     pub fn paper_stage1() -> Self {
         Self {
             loss: None,
@@ -210,7 +210,7 @@ impl StageConfig {
             freeze_inherited: false,
         }
     }
-    /// §9.1 stage 2: Adam 1e-4, plateau on test accuracy, stop rule of §8.3.
+    /// docs/method.md §9.1 stage 2: Adam 1e-4, plateau on test accuracy, stop rule of §8.3.
     pub fn paper_stage2() -> Self {
         Self {
             loss: None,
@@ -222,7 +222,7 @@ impl StageConfig {
             freeze_inherited: false,
         }
     }
-    /// §7.1 / §8.4 Scratch: single stage, plateau with the 1e-4 relative threshold.
+    /// docs/method.md §7.1 / §8.4 Scratch: single stage, plateau with the 1e-4 relative threshold.
     pub fn paper_scratch() -> Self {
         Self {
             schedule: ScheduleConfig::Plateau(PlateauConfig {

@@ -1,7 +1,7 @@
 //! Chained knowledge distillation: an experiment config becomes a plan (teacher, then levels,
 //! then stages), each stage runs on the training engine, and a run directory collects
 //! checkpoints, per-epoch metrics, `results.json` and a `report.md` in the shape of the paper's
-//! tables (METHOD.md §10–§11).
+//! tables (docs/method.md §10–§11).
 
 pub mod config;
 pub mod data;

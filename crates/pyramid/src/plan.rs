@@ -483,7 +483,7 @@ impl Builder<'_> {
         let gram_pairs = if reads.student.contains(&Output::GramPairs) {
             if r.offers.gram_pairs.is_empty() {
                 self.problems.push(format!(
-                    "[{at}] loss `{}` reads Gram pairs, and {model} has none (its compressed block is the head, METHOD §5.3)",
+                    "[{at}] loss `{}` reads Gram pairs, and {model} has none (its compressed block is the head, docs/method.md §5.3)",
                     loss.describe()
                 ));
             }
@@ -492,7 +492,7 @@ impl Builder<'_> {
             Vec::new()
         };
         // A distillation loss on the logits reaches every parameter, and trains them all
-        // (METHOD §7.4), whatever the method's own loss would have reached.
+        // (docs/method.md §7.4), whatever the method's own loss would have reached.
         let trains = if r.kind == StageKind::Stage1 && reads.student.contains(&Output::Logits) {
             TrainSet::All
         } else {

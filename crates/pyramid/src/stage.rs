@@ -1,4 +1,4 @@
-//! Runs one training stage (METHOD.md §8): initial evaluation, epochs of train + eval, the
+//! Runs one training stage (docs/method.md §8): initial evaluation, epochs of train + eval, the
 //! schedule's save / cut / reload / stop decisions, and the final reload of the best weights.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! Every config shipped in configs/ parses, validates and plans; the paper configs carry the
-//! paper's hyper-parameters (METHOD.md §9).
+//! paper's hyper-parameters (docs/method.md §9).
 
 use std::path::{Path, PathBuf};
 

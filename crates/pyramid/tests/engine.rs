@@ -201,7 +201,7 @@ fn a_label_stage_that_never_improves_lasts_exactly_30_epochs() {
     let student = Model::new(ModelConfig::new(id, options), 1, &Device::Cpu).unwrap();
     // All-zero weights: the features stay 0, so only the head's bias learns and every image gets
     // the same class. On a class-balanced test set accuracy is then exactly 10% at every epoch
-    // and never strictly improves (§14.10).
+    // and never strictly improves (docs/method.md §14 item 10).
     for (name, var) in student.params() {
         student
             .set(name, &var.as_tensor().zeros_like().unwrap())

@@ -1,5 +1,5 @@
-//! The plan of every method, pinned against the method's definition (docs/method.md; the
-//! paper's §3.3, §4.3, §5.3, §6 and §7 tables), at paper width on STL10. Nothing trains here.
+//! The plan of every method, pinned against the method's definition (the tables of
+//! docs/method.md §3.3, §4.3, §5.3, §6 and §7), at paper width on STL10. Nothing trains here.
 
 use pyramid::method::{ModelRef, TrainSet};
 use pyramid::plan::{LevelPlan, StagePlan};
@@ -230,7 +230,7 @@ fn the_logit_methods_match_logits_and_train_everything() {
 #[test]
 fn fitnet_guides_the_section_6_layers_through_its_regressors() {
     let p = plan();
-    // (guided tap, regressor, regressor params at paper width: METHOD §14 item 9)
+    // (guided tap, regressor, regressor params at paper width: docs/method.md §14 item 9)
     for (at, guided, regressor, params) in [
         ("forward/fitnet/SVGG17", "B4.conv4_1", "identity", 0),
         (
@@ -423,7 +423,7 @@ fn the_dry_run_text_names_every_chain_stage_and_tap() {
     let text = plan().to_text();
     for needle in [
         "forward / Pyramid Gram (pyramid-gram):",
-        "  SVGG17   – (no result: the head is the compressed block, and a Gram pair needs a conv block (§5.3))",
+        "  SVGG17   – (no result: the head is the compressed block, and a Gram pair needs a conv block (docs/method.md §5.3))",
         "G(B4, K5.conv) vs G(B4, B5.conv5_4)",
         "stage 1: loss hint, trains up to and including B3.conv3_3 + regressor [pool, conv(256→512, no ReLU)]",
         "(B3.conv3_3 vs B4.conv4_2)",
@@ -520,7 +520,7 @@ schedule = { kind = "plateau", stop = "stage1" }
 
 #[test]
 fn a_logit_loss_in_stage_1_trains_every_parameter() {
-    // METHOD §7.4: matching logits reaches, and trains, the whole network, even when the
+    // docs/method.md §7.4: matching logits reaches, and trains, the whole network, even when the
     // method's own hint would stop at the compressed block.
     let p = Plan::build(&config_with(
         r#"methods = ["pyramid"]"#,

@@ -1,4 +1,4 @@
-//! Training toolkit for the pyramid (METHOD.md §8, §9): optimisers, learning-rate schedules
+//! Training toolkit for the pyramid (docs/method.md §8, §9): optimisers, learning-rate schedules
 //! (including the original ReduceLROnPlateau stop/reload rules), metrics logging and
 //! crash-safe file writes. Everything a resume needs is serialisable.
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
-/// One epoch of one stage. Losses follow METHOD.md §8.5 ("average loss" = Σ batch losses /
+/// One epoch of one stage. Losses follow docs/method.md §8.5 ("average loss" = Σ batch losses /
 /// dataset size); accuracies in percent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {

@@ -2,7 +2,7 @@
 //!
 //! All three share one engine (`Optim<R>`): parameter groups with their own lr / weight decay,
 //! per-parameter step counts and buffers, and a state that saves to one safetensors file.
-//! Parameters without a gradient in the `GradStore` are skipped entirely (METHOD.md §8.1).
+//! Parameters without a gradient in the `GradStore` are skipped entirely (docs/method.md §8.1).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -268,7 +268,7 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         for g in &mut self.groups {
             for s in &mut g.slots {
-                // No gradient ⇒ untouched: no decay, no step count (METHOD.md §8.1).
+                // No gradient ⇒ untouched: no decay, no step count (docs/method.md §8.1).
                 let Some(grad) = grads.get(s.var.as_tensor()) else {
                     continue;
                 };
@@ -422,7 +422,7 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
 
 // ------------------------------------------------------------------------------------ rules
 
-/// Adam with coupled weight decay, exactly as PyTorch 0.2 (METHOD.md §8.1):
+/// Adam with coupled weight decay, exactly as PyTorch 0.2 (docs/method.md §8.1):
 /// g ← g + wd·θ; m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
 /// θ ← θ − lr·√(1−β2^t)/(1−β1^t) · m / (√v + eps) — eps added to the un-corrected √v
 /// (modern PyTorch adds eps after the bias correction instead).
@@ -623,7 +623,7 @@ impl UpdateRule for SgdParams {
 
 // ------------------------------------------------------------------------------------ config
 
-/// Per-group overrides of the optimiser-wide lr / weight decay (e.g. head lr 1e-3, METHOD.md §13 B11).
+/// Per-group overrides of the optimiser-wide lr / weight decay (e.g. head lr 1e-3, docs/method.md §13 B11).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupOverride {
@@ -633,7 +633,7 @@ pub struct GroupOverride {
     pub weight_decay: Option<f64>,
 }
 
-/// Adam / AdamW settings; defaults are METHOD.md §9.1 (lr 1e-4, β (0.9, 0.999), eps 1e-8, wd 5e-4).
+/// Adam / AdamW settings; defaults are docs/method.md §9.1 (lr 1e-4, β (0.9, 0.999), eps 1e-8, wd 5e-4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
@@ -658,7 +658,7 @@ impl Default for AdamConfig {
     }
 }
 
-/// SGD settings; lr and weight decay default to METHOD.md §9.1, the rest to PyTorch's defaults.
+/// SGD settings; lr and weight decay default to docs/method.md §9.1, the rest to PyTorch's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SgdConfig {

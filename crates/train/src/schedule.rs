@@ -1,6 +1,6 @@
 //! Learning-rate schedules as pure, serialisable state machines.
 //!
-//! `Plateau` reproduces the ORIGINAL training loops of METHOD.md §8.2–§8.4: PyTorch 0.2's
+//! `Plateau` reproduces the ORIGINAL training loops of docs/method.md §8.2–§8.4: PyTorch 0.2's
 //! ReduceLROnPlateau plus the loop's checkpoint / reload / stop rules. The caller evaluates,
 //! feeds the monitored metric, and acts on the returned `Decision` (save, reload, set lrs, stop).
 
@@ -54,7 +54,7 @@ pub enum ThresholdMode {
     Abs,
 }
 
-/// When a stage ends (METHOD.md §8.2 step 7, §8.3 step 6, §8.4). "lr" is the learning rate after
+/// When a stage ends (docs/method.md §8.2 step 7, §8.3 step 6, §8.4). "lr" is the learning rate after
 /// this epoch's scheduler step; with several groups, the stop needs every group below the bound
 /// (one group in the original, where both readings agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub enum StopRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaveTest {
-    /// Strict `<` / `>` against the best saved value (`Train_stage1/2`, METHOD.md §8.2–8.3).
+    /// Strict `<` / `>` against the best saved value (`Train_stage1/2`, docs/method.md §8.2–8.3).
     #[default]
     Strict,
     /// The scheduler's own threshold test (`Train.py`, §8.4: acc > best·1.0001).
@@ -96,7 +96,7 @@ fn d_eps() -> f64 {
 
 /// ReduceLROnPlateau + loop rules. `stop` is required in config and `mode` is normally derived
 /// by the stage ([`ScheduleConfig::with_mode`]); the rest default to the two-stage scripts
-/// (METHOD.md §9.1): factor 0.1, patience 5, threshold 1e-20 rel, eps 1e-8 (stage 2 uses 1e-9),
+/// (docs/method.md §9.1): factor 0.1, patience 5, threshold 1e-20 rel, eps 1e-8 (stage 2 uses 1e-9),
 /// cooldown 0, min_lr 0, strict save test, no epoch cap.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +123,7 @@ pub struct PlateauConfig {
     pub min_lr: f64,
     #[serde(default)]
     pub save_test: SaveTest,
-    /// Optional epoch cap (METHOD.md §13 B6); `None` = unlimited, as in the original.
+    /// Optional epoch cap (docs/method.md §13 B6); `None` = unlimited, as in the original.
     #[serde(default)]
     pub max_epochs: Option<u64>,
 }
@@ -238,7 +238,7 @@ fn is_better(mode: Mode, tmode: ThresholdMode, threshold: f64, a: f64, best: Opt
     }
 }
 
-/// ReduceLROnPlateau with the original loop's save / reload / stop rules (METHOD.md §8).
+/// ReduceLROnPlateau with the original loop's save / reload / stop rules (docs/method.md §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plateau {
     config: PlateauConfig,

@@ -1,4 +1,4 @@
-//! Optimiser tests against PyTorch (2.x, float64) and the PyTorch 0.2 Adam formula of METHOD.md §8.1.
+//! Optimiser tests against PyTorch (2.x, float64) and the PyTorch 0.2 Adam formula of docs/method.md §8.1.
 //! Common setup of the Python snippets:
 //! ```python
 //! import torch, math
@@ -129,7 +129,7 @@ fn adam_f32_close_to_reference() {
 
 #[test]
 fn params_without_gradient_are_untouched_bit_for_bit() {
-    // METHOD.md §8.1: layers after C get no gradient in stage 1 and must not move (no decay).
+    // docs/method.md §8.1: layers after C get no gradient in stage 1 and must not move (no decay).
     let used = theta0();
     let idle = Var::new(&[0.1234567f32, -1e-3, 7.0], &Device::Cpu).unwrap();
     let before: Vec<u32> = idle
@@ -331,7 +331,7 @@ fn config_serde_defaults_and_group_overrides() {
             groups: Default::default()
         })
     );
-    // Conv trunk 1e-4, head 1e-3 (METHOD.md §13 B11).
+    // Conv trunk 1e-4, head 1e-3 (docs/method.md §13 B11).
     let cfg: OptimizerConfig =
         serde_json::from_str(r#"{"kind":"adam","lr":1e-4,"groups":{"head":{"lr":1e-3}}}"#).unwrap();
     let trunk = Var::new(&[1f32], &Device::Cpu).unwrap();

@@ -1,4 +1,4 @@
-//! Schedule tests: the ORIGINAL plateau / reload / stop semantics of METHOD.md §8.2–§8.4, and
+//! Schedule tests: the ORIGINAL plateau / reload / stop semantics of docs/method.md §8.2–§8.4, and
 //! PyTorch closed forms for the fixed schedules.
 
 use pyramid_train::schedule::*;
@@ -25,7 +25,7 @@ fn epochs_where(ds: &[Decision], f: impl Fn(&Decision) -> bool) -> Vec<u64> {
 
 #[test]
 fn stage2_that_never_improves_lasts_exactly_30_epochs() {
-    // METHOD.md §8.3 step 6 / §14.10. PyTorch check (modern ReduceLROnPlateau, same counting):
+    // docs/method.md §8.3 step 6 / §14 item 10. PyTorch check (modern ReduceLROnPlateau, same counting):
     // s = ReduceLROnPlateau(opt, 'max', factor=0.1, patience=5, threshold=1e-20, eps=1e-9)
     // s.step(50.0); then s.step(40.0) × 36 → cuts at epochs [6, 12, 18, 24, 30], final lr 1.0000000000000005e-09
     let (p, ds) = drive(PlateauConfig::stage2(), 1e-4, 50.0, &[40.0; 100]);

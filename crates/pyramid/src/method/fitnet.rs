@@ -1,4 +1,4 @@
-//! FitNet (METHOD.md §6, §7.6): VGG19 teaches every level with its ReLU(conv4_2) map; the
+//! FitNet (docs/method.md §6, §7.6): VGG19 teaches every level with its ReLU(conv4_2) map; the
 //! student starts from the Scratch initialisation, and a guided layer, through a regressor,
 //! matches the hint. The regressor lives only in stage 1 and is never saved.
 
@@ -12,7 +12,7 @@ pub const METHOD: Method = Method {
     name: "fitnet",
     title: "FitNet",
     summary:
-        "VGG19 teaches; Scratch init, guided layer + regressor vs ReLU(conv4_2), then labels (§7.6)",
+        "VGG19 teaches; Scratch init, guided layer + regressor vs ReLU(conv4_2), then labels (docs/method.md §7.6)",
     settings: &[],
     level,
     absent: "",
@@ -21,7 +21,7 @@ pub const METHOD: Method = Method {
 /// The teacher's hint: VGG19's ReLU(conv4_2) (module index 22).
 pub const HINT: &str = "B4.conv4_2";
 
-/// The guided layer and regressor of each level (the table of METHOD.md §6).
+/// The guided layer and regressor of each level (the table of docs/method.md §6).
 fn guided(l: &Level) -> (String, AdapterSpec) {
     let w = |c| l.options.width(c);
     let adapter = |pool, conv: Option<(usize, usize)>, upsample| AdapterSpec {

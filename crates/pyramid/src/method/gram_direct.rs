@@ -1,4 +1,4 @@
-//! Gram Direct (METHOD.md §7.7, the recommended clean definition): the teacher is fixed at the
+//! Gram Direct (docs/method.md §7.7, the recommended clean definition): the teacher is fixed at the
 //! top model (backward: VGG19; forward: the Pyramid 2-stages SVGG17), the student is built from
 //! it like Scratch (every compressed block new), and stage 1 minimises the sum of the Gram
 //! losses of every compressed position so far, with one optimiser over the parameters up to
@@ -13,10 +13,10 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "gram-direct",
     title: "Gram Direct",
-    summary: "top model teaches; Scratch init, a Gram pair per compressed block so far, then labels (§7.7)",
+    summary: "top model teaches; Scratch init, a Gram pair per compressed block so far, then labels (docs/method.md §7.7)",
     settings: &[],
     level,
-    absent: "the head is the compressed block, and a Gram pair needs a conv block (§5.3)",
+    absent: "the head is the compressed block, and a Gram pair needs a conv block (docs/method.md §5.3)",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

@@ -1,4 +1,4 @@
-//! Hinton 2-stages (METHOD.md §7.5): VGG19 teaches every level; the student starts from the
+//! Hinton 2-stages (docs/method.md §7.5): VGG19 teaches every level; the student starts from the
 //! Scratch initialisation, matches VGG19's logits (MSE_sum, every parameter), then trains on
 //! labels.
 
@@ -10,7 +10,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "hinton",
     title: "Hinton 2-stages",
-    summary: "VGG19 teaches; Scratch init, MSE_sum on logits, then labels (§7.5)",
+    summary: "VGG19 teaches; Scratch init, MSE_sum on logits, then labels (docs/method.md §7.5)",
     settings: &[],
     level,
     absent: "",

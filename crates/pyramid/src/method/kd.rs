@@ -12,7 +12,8 @@ use crate::config::{StageKind, TeacherChoice};
 pub const METHOD: Method = Method {
     name: "kd",
     title: "KD",
-    summary: "Hinton KD: (1−α)·CE + α·T²·KL against the previous level (or VGG19)",
+    summary:
+        "Hinton KD: (1−α)·CE + α·T²·KL against the previous level (or VGG19) (docs/method.md §7.8)",
     settings: &["teacher", "temperature", "alpha"],
     level,
     absent: "",

@@ -1,4 +1,4 @@
-//! Distillation methods as data (METHOD.md §7). A method says, for one level of one scheme,
+//! Distillation methods as data (docs/method.md §7). A method says, for one level of one scheme,
 //! which model teaches, where the student's weights come from, and its ordered stages: each
 //! stage's default loss, the parameters it trains, and the outputs it can tap. `Plan::build`
 //! turns these recipes into the executable plan; the runner has no per-method code.
@@ -149,7 +149,7 @@ impl std::fmt::Display for ModelRef {
 }
 
 /// How a level's student gets its first weights: every parameter whose name exists in `from`
-/// is copied; every other one is new, with its fresh initialisation (METHOD.md §2.3).
+/// is copied; every other one is new, with its fresh initialisation (docs/method.md §2.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Init {
     pub from: ModelRef,
@@ -186,7 +186,7 @@ pub struct FeaturePair {
     pub adapter: Option<AdapterSpec>,
 }
 
-/// One Gram (FSP) pair, `(F1, F2)` taps in the student and in the teacher (METHOD.md §5.3).
+/// One Gram (FSP) pair, `(F1, F2)` taps in the student and in the teacher (docs/method.md §5.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GramPair {
     pub student: (String, String),
@@ -258,7 +258,7 @@ impl Level<'_> {
         Init { from, note }
     }
 
-    /// Scratch initialisation from a top model (METHOD.md §7.1): layers it has keep their
+    /// Scratch initialisation from a top model (docs/method.md §7.1): layers it has keep their
     /// weights, every other layer is new.
     pub fn scratch_from(&self, from: ModelRef) -> Init {
         let top = self.spec(from.model());
@@ -274,7 +274,7 @@ impl Level<'_> {
     }
 
     /// The stage-1 pair of Pyramid 2-stages: output of C against the teacher's output of D
-    /// (METHOD.md §3.3, §4.3).
+    /// (docs/method.md §3.3, §4.3).
     pub fn compressed_pair(&self) -> FeaturePair {
         let step = step_of(self.model).expect("level >= 1");
         FeaturePair {
@@ -285,7 +285,7 @@ impl Level<'_> {
     }
 
     /// The Gram pair of compression step `step_level` of this scheme, between this student and
-    /// `teacher` (METHOD.md §5.2–§5.3): (input of the block, output of its last conv before the
+    /// `teacher` (docs/method.md §5.2–§5.3): (input of the block, output of its last conv before the
     /// pool). None where the step compresses the head.
     pub fn gram_pair(&self, step_level: usize, teacher: ModelId) -> Option<GramPair> {
         let step = pyramid_models::compression_plan(self.scheme())[step_level - 1].clone();
@@ -302,7 +302,7 @@ impl Level<'_> {
     }
 
     /// The label stage every two-stage method ends with: cross entropy, all parameters (or up
-    /// to C with `freeze_inherited`, METHOD.md §13 B1).
+    /// to C with `freeze_inherited`, docs/method.md §13 B1).
     pub fn label_stage(&self) -> StageRecipe {
         let s2 = self
             .config

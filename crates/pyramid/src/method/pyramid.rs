@@ -1,4 +1,4 @@
-//! Pyramid 2-stages (METHOD.md §7.2): inherit from the previous level, match the teacher's
+//! Pyramid 2-stages (docs/method.md §7.2): inherit from the previous level, match the teacher's
 //! output of the replaced block D with the new block C (MSE_sum), then train on labels.
 
 use pyramid_losses::LossSpec;
@@ -8,7 +8,7 @@ use super::{Level, LevelRecipe, Method};
 pub const METHOD: Method = Method {
     name: "pyramid",
     title: "Pyramid 2-stages",
-    summary: "previous level teaches; hint C vs D up to C, then labels (§7.2)",
+    summary: "previous level teaches; hint C vs D up to C, then labels (docs/method.md §7.2)",
     settings: &[],
     level,
     absent: "",

@@ -1,4 +1,4 @@
-//! Pyramid Gram (METHOD.md §7.3): as Pyramid 2-stages, but stage 1 matches the single Gram pair
+//! Pyramid Gram (docs/method.md §7.3): as Pyramid 2-stages, but stage 1 matches the single Gram pair
 //! of §5.3. The backward students are the correct ones of §4 (not the original's block-5 bug,
 //! §13 B3). The forward chain starts from the Pyramid 2-stages SVGG17 (§13 B7); levels that
 //! compress the head have no Gram pair and no result (forward SVGG17, backward SVGG5B).
@@ -11,10 +11,10 @@ use super::{Level, LevelRecipe, Method};
 pub const METHOD: Method = Method {
     name: "pyramid-gram",
     title: "Pyramid Gram",
-    summary: "previous level teaches; Gram pair of the new block (§5.3), then labels (§7.3)",
+    summary: "previous level teaches; Gram pair of the new block, then labels (docs/method.md §5.3, §7.3)",
     settings: &[],
     level,
-    absent: "the head is the compressed block, and a Gram pair needs a conv block (§5.3)",
+    absent: "the head is the compressed block, and a Gram pair needs a conv block (docs/method.md §5.3)",
 };
 
 fn level(l: &Level) -> Option<LevelRecipe> {

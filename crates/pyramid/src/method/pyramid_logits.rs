@@ -1,4 +1,4 @@
-//! Pyramid Hinton 2-stages (METHOD.md §7.4): inherit from the previous level, match its logits
+//! Pyramid Hinton 2-stages (docs/method.md §7.4): inherit from the previous level, match its logits
 //! with MSE_sum (no temperature, no softmax) training every parameter, then train on labels.
 
 use pyramid_losses::LossSpec;
@@ -9,7 +9,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "pyramid-logits",
     title: "Pyramid logits",
-    summary: "previous level teaches; MSE_sum on logits, all parameters, then labels (§7.4)",
+    summary: "previous level teaches; MSE_sum on logits, all parameters, then labels (docs/method.md §7.4)",
     settings: &[],
     level,
     absent: "",

@@ -1,4 +1,4 @@
-//! Scratch (METHOD.md §7.1): no teacher; the student is built from VGG19 (its layers keep their
+//! Scratch (docs/method.md §7.1): no teacher; the student is built from VGG19 (its layers keep their
 //! weights, every new layer is random) and trained on labels in one stage.
 
 use pyramid_losses::LossSpec;
@@ -9,7 +9,7 @@ use crate::config::StageKind;
 pub const METHOD: Method = Method {
     name: "scratch",
     title: "Scratch",
-    summary: "built from VGG19, new layers random, cross entropy only (§7.1)",
+    summary: "built from VGG19, new layers random, cross entropy only (docs/method.md §7.1)",
     settings: &[],
     level,
     absent: "",
