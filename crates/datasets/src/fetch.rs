@@ -68,7 +68,7 @@ pub enum Progress {
         /// The archive's address.
         url: String,
     },
-    /// Bytes received so far (reported as the transfer proceeds).
+    /// Transfer progress, reported as bytes arrive.
     Downloading {
         /// Bytes received so far.
         done: u64,

@@ -78,7 +78,8 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// Parameter name of the conv weight `[c_out, c_in, 3, 3]` (for the optimiser, not saved).
+    /// Parameter name of the conv weight `[c_out, c_in, 3, 3]` (trained, never part of a model
+    /// checkpoint).
     pub const WEIGHT: &'static str = "regressor.conv.weight";
     /// Parameter name of the conv bias `[c_out]`.
     pub const BIAS: &'static str = "regressor.conv.bias";

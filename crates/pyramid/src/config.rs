@@ -120,7 +120,7 @@ pub struct DataConfig {
     /// Images per training batch (default 128).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Images per evaluation batch (default 256); changes speed and memory, not the results.
+    /// Images per evaluation batch (default 256).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
     /// Training augmentation (the paper: horizontal flip only).
@@ -204,7 +204,7 @@ pub struct StageConfig {
     /// Loss of the stage; `None` in the shared sections, where the method brings its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossSpec>,
-    /// Optimiser and its hyper-parameters (default Adam, §9.1).
+    /// Optimiser and its hyper-parameters (default: Adam, lr 1e-4, weight decay 5e-4).
     #[serde(default)]
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule and stop rule (required).

@@ -48,7 +48,7 @@ pub struct ChainPlan {
     pub scheme: Scheme,
     /// The method's registry name, e.g. `pyramid-gram`.
     pub method: String,
-    /// The method's title in reports, e.g. `Pyramid (Gram)`.
+    /// The method's title in reports, e.g. `Pyramid Gram`.
     pub title: String,
     /// `(model name, the step that trains it)`; `None` where the method has no result.
     pub levels: Vec<(String, Option<ModelRef>)>,

@@ -19,7 +19,8 @@ mod fused;
 /// A named set of parameters sharing a learning rate and a weight decay.
 #[derive(Debug, Clone)]
 pub struct ParamGroup {
-    /// Group name, unique within an optimiser (e.g. `"body"`, `"head"`); states are matched by it.
+    /// Group name, unique within an optimiser (e.g. `"features"`, `"head"`); states are matched by
+    /// it.
     pub name: String,
     /// The parameters, each with its unique name (the state-dict key), in update order.
     pub params: Vec<(String, Var)>,
