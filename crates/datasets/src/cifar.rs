@@ -15,9 +15,12 @@ use crate::registry::{Archive, DatasetInfo, LabelSet, Layout, Source};
 use crate::stl10::read_names;
 use crate::{Cifar100Labels, Normalize, Split, DEFAULT_DATA_DIR};
 
+/// Height and width of a CIFAR image, pixels.
 pub const SIDE: usize = 32;
+/// Bytes of one CIFAR image: 3 channels × 32 × 32, channel-major (R plane, G plane, B plane).
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 
+/// CIFAR-10 class names, in label order (`batches.meta`).
 pub const CIFAR10_CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -31,6 +34,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// CIFAR-100 coarse (superclass) names, in label order (`meta`).
 pub const CIFAR100_COARSE: [&str; 20] = [
     "aquatic_mammals",
     "fish",
@@ -54,6 +58,7 @@ pub const CIFAR100_COARSE: [&str; 20] = [
     "vehicles_2",
 ];
 
+/// CIFAR-100 fine class names, in label order (`meta`).
 pub const CIFAR100_FINE: [&str; 100] = [
     "apple",
     "aquarium_fish",

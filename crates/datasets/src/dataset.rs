@@ -9,26 +9,36 @@ use pyramid_rng::Rng;
 /// hand can check them with [`Dataset::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
+    /// Data set name, e.g. `stl10` (for messages and reports).
     pub name: String,
     /// N×C×H×W bytes; pixel (i, c, h, w) is at `((i*C + c)*H + h)*W + w`.
     pub images: Vec<u8>,
+    /// Label of each image, `< class_names.len()`.
     pub labels: Vec<u32>,
+    /// Number of images.
     pub n: usize,
+    /// Channels per image (1 grayscale, 3 RGB).
     pub channels: usize,
+    /// Image height, pixels.
     pub height: usize,
+    /// Image width, pixels.
     pub width: usize,
+    /// Class names, indexed by label.
     pub class_names: Vec<String>,
 }
 
 impl Dataset {
+    /// Number of classes (`class_names.len()`).
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.n
     }
 
+    /// True when there are no images.
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }

@@ -35,12 +35,16 @@ pub static EMBEDDED: DatasetInfo = DatasetInfo {
     hint: "",
 };
 
+/// Gzipped IDX images of the embedded training split (2,000 × 28 × 28).
 pub const TRAIN_IMAGES_GZ: &[u8] =
     include_bytes!("../../../data/fashion-mnist-mini/train-images-idx3-ubyte.gz");
+/// Gzipped IDX labels of the embedded training split.
 pub const TRAIN_LABELS_GZ: &[u8] =
     include_bytes!("../../../data/fashion-mnist-mini/train-labels-idx1-ubyte.gz");
+/// Gzipped IDX images of the embedded test split (1,000 × 28 × 28).
 pub const TEST_IMAGES_GZ: &[u8] =
     include_bytes!("../../../data/fashion-mnist-mini/t10k-images-idx3-ubyte.gz");
+/// Gzipped IDX labels of the embedded test split.
 pub const TEST_LABELS_GZ: &[u8] =
     include_bytes!("../../../data/fashion-mnist-mini/t10k-labels-idx1-ubyte.gz");
 

@@ -65,14 +65,21 @@ pub enum Progress {
     UsingLocalArchive(PathBuf),
     /// Download started; `total` from Content-Length if the server sent it.
     Connecting {
+        /// The archive's address.
         url: String,
     },
+    /// Transfer progress, reported as bytes arrive.
     Downloading {
+        /// Bytes received so far.
         done: u64,
+        /// Total size from the server's Content-Length, when it sent one.
         total: Option<u64>,
     },
+    /// Checking the archive's MD5 against the published one.
     Verifying,
+    /// Unpacking the archive into the data folder.
     Extracting,
+    /// Finished; the data folder.
     Done(PathBuf),
 }
 

@@ -83,7 +83,10 @@ fn be_u32(b: &[u8], off: usize) -> u32 {
 /// A parsed IDX file of unsigned bytes: its dimensions and its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxU8 {
+    /// Dimensions from the header, outermost first (e.g. `[n, 28, 28]` for images, `[n]` for
+    /// labels).
     pub dims: Vec<usize>,
+    /// The elements in row-major order; `data.len()` is the product of `dims`.
     pub data: Vec<u8>,
 }
 

@@ -17,6 +17,8 @@
 //! given is the entry's default root used (`/usr/share/datasets/fashion-mnist` for
 //! Fashion-MNIST, `./data` otherwise). The embedded set takes no root.
 
+#![warn(missing_docs)]
+
 pub mod cifar;
 pub mod dataset;
 pub mod embedded;
@@ -77,12 +79,17 @@ impl Cifar100Labels {
 /// `{ kind = "cifar100", labels = "coarse" }`; it is serialised as the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DatasetKind {
+    /// Full Fashion-MNIST (70,000 28×28 grayscale images, 10 classes), read from IDX files.
     FashionMnist,
     /// The class-balanced Fashion-MNIST subset compiled into this library.
     Embedded,
+    /// STL-10: 96×96 RGB images, 10 classes, 5,000 train and 8,000 test (plus unlabeled).
     Stl10,
+    /// CIFAR-10: 32×32 RGB images, 10 classes, 50,000 train and 10,000 test.
     Cifar10,
+    /// CIFAR-100: 32×32 RGB images, 50,000 train and 10,000 test, fine or coarse labels.
     Cifar100 {
+        /// Which label set: the 100 fine classes or the 20 superclasses.
         labels: Cifar100Labels,
     },
     /// A data set without a variant of its own: a newer entry of [`registry::BUILTIN`], or
@@ -175,6 +182,7 @@ impl DatasetKind {
         self.info().shape
     }
 
+    /// Number of classes of the label set.
     pub fn num_classes(&self) -> usize {
         self.label_set().classes.len()
     }
@@ -189,6 +197,7 @@ impl DatasetKind {
         self.info().normalize(channels)
     }
 
+    /// True for the embedded Fashion-MNIST subset (no files, no root).
     pub fn is_embedded(&self) -> bool {
         self.info().is_embedded()
     }
@@ -272,13 +281,16 @@ impl<'de> Deserialize<'de> for DatasetKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
+    /// The labelled training split.
     Train,
+    /// The labelled test split.
     Test,
     /// STL10's 100,000 unlabeled images (see `stl10::UnlabeledStl10`).
     Unlabeled,
 }
 
 impl Split {
+    /// `"train"`, `"test"` or `"unlabeled"`, as written in configs and file names.
     pub fn as_str(&self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -335,18 +347,25 @@ impl fmt::Display for RootOrigin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataRoot {
     /// Given by an argument or `$PYRAMID_DATA`.
-    Explicit { path: PathBuf, origin: RootOrigin },
+    Explicit {
+        /// The root as given.
+        path: PathBuf,
+        /// Whether an argument or `$PYRAMID_DATA` gave it.
+        origin: RootOrigin,
+    },
     /// No path given: the kind's default ([`DatasetInfo::default_root`]).
     Default(PathBuf),
 }
 
 impl DataRoot {
+    /// The root's path (not checked to exist).
     pub fn path(&self) -> &Path {
         match self {
             DataRoot::Explicit { path, .. } | DataRoot::Default(path) => path,
         }
     }
 
+    /// Where the root came from.
     pub fn origin(&self) -> RootOrigin {
         match self {
             DataRoot::Explicit { origin, .. } => *origin,
@@ -354,6 +373,7 @@ impl DataRoot {
         }
     }
 
+    /// True when the root was given (argument or `$PYRAMID_DATA`), not defaulted.
     pub fn is_explicit(&self) -> bool {
         matches!(self, DataRoot::Explicit { .. })
     }
@@ -414,7 +434,12 @@ pub enum Located {
     /// The embedded subset: compiled in, no files.
     Embedded,
     /// `dir` (`root` itself or a folder under it) holds the files.
-    Files { root: DataRoot, dir: PathBuf },
+    Files {
+        /// The root that was searched.
+        root: DataRoot,
+        /// The folder holding the files.
+        dir: PathBuf,
+    },
 }
 
 /// Finds the folder that holds `kind` under the root chosen by [`resolve_root`]. It is an

@@ -23,19 +23,25 @@ use crate::resize::{bilinear_coeffs, resize_bilinear_with, Coeffs};
 /// to every channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Normalize {
+    /// Mean of each channel on the [0, 1] scale; one value stands for every channel.
     pub mean: Vec<f32>,
+    /// Standard deviation of each channel (> 0); one value stands for every channel.
     pub std: Vec<f32>,
 }
 
 impl Normalize {
     /// CIFAR-10 constants; docs/method.md §1 uses them for STL10 **and** CIFAR-100.
     pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+    /// CIFAR-10 per-channel standard deviations (the original code's values).
     pub const CIFAR_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
     /// Fashion-MNIST training-set statistics (of x/255 over all 60,000·784 pixels:
     /// mean 0.28604, std 0.35302; checked by a test when the full data set is installed).
     pub const FASHION_MNIST_MEAN: f32 = 0.2860;
+    /// See [`Normalize::FASHION_MNIST_MEAN`].
     pub const FASHION_MNIST_STD: f32 = 0.3530;
 
+    /// Per-channel (or single) mean and std; checked against the image channels when a loader is
+    /// built.
     pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Self {
         Self { mean, std }
     }
@@ -110,6 +116,7 @@ pub struct Augment {
 }
 
 impl Augment {
+    /// No augmentation.
     pub fn none() -> Self {
         Self::default()
     }
@@ -120,6 +127,7 @@ impl Augment {
             pad_crop: 0,
         }
     }
+    /// True when no augmentation is on.
     pub fn is_none(&self) -> bool {
         !self.hflip && self.pad_crop == 0
     }
@@ -129,13 +137,19 @@ impl Augment {
 /// [`LoaderConfig::paper_train`] / [`LoaderConfig::paper_test`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoaderConfig {
+    /// Images per batch (> 0); the last batch of an epoch may be smaller.
     pub batch_size: usize,
+    /// Whether each epoch visits the samples in a seeded random order (else in dataset order).
     pub shuffle: bool,
+    /// Training-time augmentation, drawn from `seed`.
     pub augment: Augment,
     /// Target (height, width); `None` keeps the native size.
     pub size: Option<(usize, usize)>,
+    /// Output channel handling.
     pub channels: Channels,
+    /// Normalisation applied after resizing and augmentation.
     pub normalize: Normalize,
+    /// Seed of the shuffle order and of every augmentation draw.
     pub seed: u64,
     /// Batches computed ahead on a background thread; 0 = compute in `next()`.
     pub prefetch: usize,
@@ -150,6 +164,8 @@ pub struct LoaderConfig {
 }
 
 impl LoaderConfig {
+    /// Defaults: `batch_size` images per batch, no shuffle, no augmentation, native size and
+    /// channels, scaling to [0, 1] only, seed 0, 2 batches prefetched, auto threads.
     pub fn new(batch_size: usize) -> Self {
         Self {
             batch_size,
@@ -207,8 +223,11 @@ impl LoaderConfig {
 /// indices of its samples.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Images, f32 `[B, C, H, W]`, normalised.
     pub images: Tensor,
+    /// Labels, u32 `[B]`.
     pub labels: Tensor,
+    /// Dataset index of each sample, in batch order.
     pub indices: Vec<usize>,
     /// Position of this batch in its epoch.
     pub index: usize,
@@ -244,6 +263,8 @@ impl std::fmt::Debug for Loader {
 }
 
 impl Loader {
+    /// A loader over `data`, batches placed on `device`. Checks the dataset, the batch size, the
+    /// target size and the channel conversion.
     pub fn new(data: impl Into<Arc<Dataset>>, cfg: LoaderConfig, device: &Device) -> Result<Self> {
         let data: Arc<Dataset> = data.into();
         data.validate().map_err(Error::Invalid)?;
@@ -295,10 +316,12 @@ impl Loader {
         })
     }
 
+    /// The dataset the loader reads.
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.inner.data
     }
 
+    /// The loader's settings.
     pub fn config(&self) -> &LoaderConfig {
         &self.inner.cfg
     }
@@ -308,6 +331,7 @@ impl Loader {
         self.inner.data.n
     }
 
+    /// True when the dataset has no samples.
     pub fn is_empty(&self) -> bool {
         self.inner.data.n == 0
     }
@@ -555,6 +579,7 @@ pub struct BatchIter {
 }
 
 impl BatchIter {
+    /// The epoch this iterator walks (from 0).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

@@ -15,31 +15,44 @@ use crate::error::{read_file, Error, Result};
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Python `None`.
     None,
+    /// Python `bool`.
     Bool(bool),
+    /// Python `int` (within i64; larger integers are a format error).
     Int(i64),
+    /// Python `float`.
     Float(f64),
     /// Python 2 `str` / Python 3 `bytes`.
     Bytes(Vec<u8>),
     /// Python `unicode` / Python 3 `str`.
     Str(String),
+    /// Python `list`.
     List(Vec<Value>),
+    /// Python `tuple`.
     Tuple(Vec<Value>),
+    /// Python `dict`, as key/value pairs in insertion order.
     Dict(Vec<(Value, Value)>),
     /// A reference to `module.name`.
     Global(String, String),
     /// `module.name(*args)` for a callable we do not interpret, with a `BUILD` state if any.
     Object {
+        /// `module.name` of the callable.
         class: String,
+        /// Its positional arguments.
         args: Vec<Value>,
+        /// The `BUILD` state, if one was applied.
         state: Option<Box<Value>>,
     },
     /// A numpy dtype, by its type string (e.g. `u1`, `<i8`).
     Dtype(String),
     /// A numpy array: shape, dtype string, raw C-order bytes.
     Array {
+        /// Dimensions, outermost first.
         shape: Vec<usize>,
+        /// numpy type string, e.g. `u1` or `<i8`.
         dtype: String,
+        /// The elements' bytes in C order.
         data: Vec<u8>,
     },
 }

@@ -29,9 +29,11 @@ pub struct DatasetInfo {
     /// Normalisation `(x/255 − mean) / std` (docs/method.md §1); a single value applies to every
     /// channel.
     pub mean: &'static [f32],
+    /// Standard deviation per channel (or one for all), same convention as `mean`.
     pub std: &'static [f32],
     /// Official number of training and test images (`verify` checks them).
     pub train: usize,
+    /// Official number of test images (`verify` checks it).
     pub test: usize,
     /// An unlabeled split on disk that `verify` counts when present (STL-10's).
     pub unlabeled: Option<Unlabeled>,
@@ -62,7 +64,10 @@ impl LabelSet {
 #[derive(Debug)]
 pub enum Source {
     /// Compiled into the library: no data root, nothing to fetch.
-    Embedded { read: fn(Split) -> Result<Dataset> },
+    Embedded {
+        /// Reads a split from the compiled-in data.
+        read: fn(Split) -> Result<Dataset>,
+    },
     /// Files under a data root.
     Files {
         /// The root used when neither an argument nor `$PYRAMID_DATA` gives one.
@@ -128,6 +133,7 @@ impl Layout {
 /// An official archive: downloaded, checked and unpacked by `fetch`.
 #[derive(Debug)]
 pub struct Archive {
+    /// Download address of the archive.
     pub url: &'static str,
     /// The publisher's MD5, lower-case hex.
     pub md5: &'static str,
@@ -158,6 +164,7 @@ impl DatasetInfo {
         Normalize::new(widen(self.mean), widen(self.std))
     }
 
+    /// True for the compiled-in subset (no data root).
     pub fn is_embedded(&self) -> bool {
         matches!(self.source, Source::Embedded { .. })
     }
@@ -170,6 +177,7 @@ impl DatasetInfo {
         }
     }
 
+    /// The folder layouts searched under a data root, in order (none for the embedded set).
     pub fn layouts(&self) -> &'static [Layout] {
         match self.source {
             Source::Files { layouts, .. } => layouts,
@@ -177,6 +185,7 @@ impl DatasetInfo {
         }
     }
 
+    /// The official archive `fetch` downloads, if the data set has one.
     pub fn archive(&self) -> Option<&Archive> {
         match &self.source {
             Source::Files { archive, .. } => archive.as_ref(),

@@ -20,6 +20,7 @@ pub struct Coeffs {
     pub bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output coordinate (only the first `taps` are used).
     pub weights: Vec<i32>,
+    /// Stride of `weights`: the largest tap count of any output coordinate.
     pub ksize: usize,
 }
 

@@ -15,8 +15,11 @@ use crate::error::{read_file, Error, Result};
 use crate::registry::{Archive, DatasetInfo, LabelSet, Layout, Source, Unlabeled};
 use crate::{Normalize, Split, DEFAULT_DATA_DIR};
 
+/// Height and width of an STL-10 image, pixels.
 pub const SIDE: usize = 96;
+/// Bytes of one STL-10 image: 3 channels × 96 × 96, each channel stored column-major.
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
+/// STL-10 class names in label order (`class_names.txt`; file labels 1..=10 map to 0..=9).
 pub const CLASSES: [&str; 10] = [
     "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
 ];
@@ -244,6 +247,7 @@ impl UnlabeledStl10 {
         })
     }
 
+    /// Number of images in the file.
     pub fn len(&self) -> usize {
         self.n
     }
@@ -253,6 +257,7 @@ impl UnlabeledStl10 {
         &self.path
     }
 
+    /// True when the file holds no images.
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }

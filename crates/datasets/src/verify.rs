@@ -12,23 +12,34 @@ use crate::{locate, read_located, shape_problem, DatasetKind, Located, RootOrigi
 /// Facts about one loaded split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SplitSummary {
+    /// Which split.
     pub split: Split,
+    /// The dataset's name.
     pub name: String,
+    /// Number of images read.
     pub n: usize,
     /// The official size of this split, when known.
     pub expected_n: Option<usize>,
+    /// Channels per image.
     pub channels: usize,
+    /// Image height, pixels.
     pub height: usize,
+    /// Image width, pixels.
     pub width: usize,
+    /// Number of classes of the label set.
     pub num_classes: usize,
+    /// Smallest label present; `None` for an empty split.
     pub label_min: Option<u32>,
+    /// Largest label present; `None` for an empty split.
     pub label_max: Option<u32>,
+    /// Number of images of each class, indexed by label.
     pub class_counts: Vec<usize>,
     /// Mean of all pixels / 255.
     pub pixel_mean: f64,
 }
 
 impl SplitSummary {
+    /// Summarises the loaded split `d`; `expected_n` is its official size, if known.
     pub fn of(split: Split, d: &Dataset, expected_n: Option<usize>) -> Self {
         let sum: u64 = d.images.iter().map(|&v| u64::from(v)).sum();
         Self {
@@ -72,6 +83,7 @@ pub enum Verdict {
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// The data set checked, as written in configs (e.g. `cifar100:coarse`).
     pub kind: String,
     /// The data root (`<embedded>` for the embedded set).
     pub root: PathBuf,
@@ -79,7 +91,9 @@ pub struct Summary {
     pub origin: Option<RootOrigin>,
     /// The folder the files were read from.
     pub dir: PathBuf,
+    /// Class names of the label set, in label order.
     pub class_names: Vec<String>,
+    /// One summary per split read (train, then test).
     pub splits: Vec<SplitSummary>,
     /// STL-10 `unlabeled_X.bin` image count, if the file is present.
     pub unlabeled: Option<usize>,
@@ -88,6 +102,7 @@ pub struct Summary {
     /// Why the data is unusable (empty split, unofficial size, wrong image shape), each
     /// naming the split or file; empty unless `verdict` is `Failed`.
     pub problems: Vec<String>,
+    /// The overall outcome.
     pub verdict: Verdict,
 }
 

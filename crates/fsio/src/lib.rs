@@ -1,6 +1,8 @@
 //! Crash-safe file writes: a reader sees either the old file or the complete new one, never a
 //! partial file. Every crate that writes results or checkpoints goes through here.
 
+#![warn(missing_docs)]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,8 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A failed atomic write: what was being done, to which file, and why.
 #[derive(Debug)]
 pub struct WriteError {
+    /// The step that failed, as a verb for the message (`"create"`, `"write"`, `"fsync"`,
+    /// `"rename"`, ...).
     pub op: &'static str,
+    /// The file the step acted on (the final path or its temp file).
     pub path: PathBuf,
+    /// The underlying I/O error.
     pub source: std::io::Error,
 }
 

@@ -1,6 +1,8 @@
 //! Distillation losses for the pyramid (docs/method.md §0, §5, §7): pure, differentiable functions
 //! over candle tensors, and `LossSpec`, the serialisable description of a stage's loss.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod functional;
 mod spec;

@@ -32,7 +32,9 @@ pub struct LossInputs<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weighted {
+    /// Factor on the term's value; must be finite (may be negative or zero).
     pub weight: f64,
+    /// The term's loss.
     pub loss: LossSpec,
 }
 
@@ -52,22 +54,36 @@ pub enum LossSpec {
     LogitMse,
     /// α·KD + (1−α)·CE with KD = T²·KL(softmax(t/T) ‖ softmax(s/T)) (Hinton et al. 2015).
     /// Consumes `student_logits`, `teacher_logits`, and `labels` unless α = 1.
-    Kd { temperature: f64, alpha: f64 },
+    Kd {
+        /// Softmax temperature T, > 0.
+        temperature: f64,
+        /// Weight α ∈ [0, 1] of the KD term; 1 − α goes to cross-entropy.
+        alpha: f64,
+    },
     /// Batch-mean softmax CE (stage 2, Scratch). Consumes `student_logits`, `labels`.
     CrossEntropy,
     /// (β/2)·attention_transfer(student_features, teacher_features) (Zagoruyko & Komodakis 2017;
     /// the paper's β/2 convention). Consumes `student_features`, `teacher_features`.
-    AttentionTransfer { beta: f64 },
+    AttentionTransfer {
+        /// Weight β (finite); the loss is multiplied by β/2.
+        beta: f64,
+    },
     /// α·TCKD + β·NCKD (Zhao et al. 2022, mdistiller formula), without CE: compose with
     /// `CrossEntropy` via `Sum` for the full DKD objective.
     /// Consumes `student_logits`, `teacher_logits`, `labels`.
     Dkd {
+        /// Weight α of the target-class term TCKD (finite).
         alpha: f64,
+        /// Weight β of the non-target-class term NCKD (finite).
         beta: f64,
+        /// Softmax temperature T, > 0; both terms are scaled by T².
         temperature: f64,
     },
     /// Σ weight·loss over the terms.
-    Sum { terms: Vec<Weighted> },
+    Sum {
+        /// The weighted terms; at least one.
+        terms: Vec<Weighted>,
+    },
 }
 
 /// A tensor of a forward pass that a loss reads.
@@ -86,8 +102,12 @@ pub enum Output {
 /// labels. The stage runner taps exactly these and nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reads {
+    /// Tensors tapped from the student's forward pass, sorted, without duplicates.
     pub student: Vec<Output>,
+    /// Tensors tapped from the teacher's forward pass, sorted, without duplicates; empty when
+    /// the teacher need not run.
     pub teacher: Vec<Output>,
+    /// Whether the loss reads the class labels.
     pub labels: bool,
 }
 

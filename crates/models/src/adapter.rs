@@ -13,9 +13,11 @@ use crate::Error;
 /// (padding 1, with bias, **no** ReLU), an optional nearest-neighbour ×2 upsample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdapterSpec {
+    /// Whether a 2×2 max-pool (stride 2) comes first, halving height and width.
     pub pool: bool,
     /// `(c_in, c_out)` of the convolution.
     pub conv: Option<(usize, usize)>,
+    /// Whether a nearest-neighbour ×2 upsample comes last, doubling height and width.
     pub upsample: bool,
 }
 
@@ -76,9 +78,13 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// Parameter name of the conv weight `[c_out, c_in, 3, 3]` (trained, never part of a model
+    /// checkpoint).
     pub const WEIGHT: &'static str = "regressor.conv.weight";
+    /// Parameter name of the conv bias `[c_out]`.
     pub const BIAS: &'static str = "regressor.conv.bias";
 
+    /// Builds the adapter, its conv initialised from the `init/<name>` streams of `seed`.
     pub fn new(spec: AdapterSpec, seed: u64, device: &Device) -> Result<Self, Error> {
         let conv = match spec.conv {
             None => None,
@@ -104,6 +110,7 @@ impl Adapter {
         })
     }
 
+    /// What the adapter does.
     pub fn spec(&self) -> &AdapterSpec {
         &self.spec
     }

@@ -11,17 +11,29 @@ use crate::config::ModelOptions;
 /// of the paper's first block (conv1_2, pool1); the paper's K12 replaces `B1`+`B2` (§2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BlockKind {
+    /// conv1_1 alone (input → 64 channels); kept by every model.
     C11,
+    /// conv1_2 and pool1 (64 → 64 channels, halves the map).
     B1,
+    /// conv2_1, conv2_2, pool2 (64 → 128 channels).
     B2,
+    /// conv3_1..conv3_4, pool3 (128 → 256 channels).
     B3,
+    /// conv4_1..conv4_4, pool4 (256 → 512 channels).
     B4,
+    /// conv5_1..conv5_4, pool5 (512 → 512 channels).
     B5,
+    /// VGG19's three-layer classifier: flatten, fc1, dropout, fc2, dropout, fc3.
     Fc3,
+    /// Replaces B1+B2: pool, one conv 64 → 128, pool.
     K12,
+    /// Replaces B3: one conv 128 → 256 and a pool.
     K3,
+    /// Replaces B4: one conv 256 → 512 and a pool.
     K4,
+    /// Replaces B5: one conv 512 → 512 and a pool.
     K5,
+    /// Replaces FC3: flatten, dropout, one linear layer to the classes.
     Fc1,
 }
 
@@ -44,12 +56,14 @@ impl BlockKind {
         }
     }
 
+    /// The kind whose [`BlockKind::name`] equals `name`, ignoring ASCII case; `None` if none does.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(name))
     }
 
+    /// Every kind, VGG19's blocks first, then the compressed ones.
     pub const ALL: [BlockKind; 12] = [
         BlockKind::C11,
         BlockKind::B1,
@@ -76,6 +90,7 @@ impl BlockKind {
         BlockKind::Fc3,
     ];
 
+    /// True for the classifier heads (FC3, FC1).
     pub fn is_head(self) -> bool {
         matches!(self, BlockKind::Fc3 | BlockKind::Fc1)
     }
@@ -173,22 +188,36 @@ impl BlockKind {
 /// pools are 2×2 max-pools with stride 2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LayerSpec {
+    /// A 3×3 convolution (stride 1, padding 1, bias) followed by ReLU.
     Conv {
+        /// Layer name inside the block, e.g. `conv3_1`.
         name: String,
+        /// Input channels.
         c_in: usize,
+        /// Output channels.
         c_out: usize,
     },
+    /// A 2×2 max-pool with stride 2.
     Pool {
+        /// Layer name inside the block, e.g. `pool3`.
         name: String,
     },
+    /// Flattens `[B, C, H, W]` to `[B, C·H·W]` (row-major, as PyTorch's `view`).
     Flatten,
+    /// Dropout, active only in training mode.
     Dropout {
+        /// Probability of zeroing an element.
         p: f64,
     },
+    /// A fully connected layer `y = x Wᵀ + b`, optionally followed by ReLU.
     Linear {
+        /// Layer name inside the block, e.g. `fc1`.
         name: String,
+        /// Input features.
         d_in: usize,
+        /// Output features.
         d_out: usize,
+        /// Whether ReLU follows (false for the last layer of a head).
         relu: bool,
     },
 }

@@ -19,8 +19,10 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Both schemes, forward first.
     pub const ALL: [Scheme; 2] = [Scheme::Forward, Scheme::Backward];
 
+    /// `"forward"` or `"backward"`, as written in a config.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Forward => "forward",
@@ -53,7 +55,9 @@ impl FromStr for Scheme {
 /// Level 1 is SVGG17(B), 2 SVGG14(B), 3 SVGG11(B), 4 SVGG8(B), 5 SVGG5(B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelId {
+    /// Pyramid level, 0 (VGG19) to 5 (SVGG5).
     pub level: usize,
+    /// The compression order; always `Forward` for level 0.
     pub scheme: Scheme,
 }
 
@@ -61,11 +65,13 @@ pub struct ModelId {
 pub const LEVEL_DEPTHS: [usize; 6] = [19, 17, 14, 11, 8, 5];
 
 impl ModelId {
+    /// The teacher of every pyramid, level 0.
     pub const VGG19: ModelId = ModelId {
         level: 0,
         scheme: Scheme::Forward,
     };
 
+    /// Checks `level` ≤ 5; level 0 takes `Forward` whatever `scheme` says.
     pub fn new(level: usize, scheme: Scheme) -> Result<Self, Error> {
         if level > 5 {
             return Err(Error::Parse(format!(
@@ -97,6 +103,7 @@ impl ModelId {
         })
     }
 
+    /// True for level 0, the uncompressed teacher.
     pub fn is_vgg19(self) -> bool {
         self.level == 0
     }
@@ -266,22 +273,27 @@ impl ModelSettings {
 }
 
 impl ModelOptions {
+    /// The same options with `classes` output classes.
     pub fn with_classes(mut self, classes: usize) -> Self {
         self.classes = classes;
         self
     }
+    /// The same options with input images of `input_size`×`input_size` pixels.
     pub fn with_input_size(mut self, input_size: usize) -> Self {
         self.input_size = input_size;
         self
     }
+    /// The same options with every conv width divided by `width_div`.
     pub fn with_width_div(mut self, width_div: usize) -> Self {
         self.width_div = width_div;
         self
     }
+    /// The same options with `in_channels` input channels (1 or 3).
     pub fn with_in_channels(mut self, in_channels: usize) -> Self {
         self.in_channels = in_channels;
         self
     }
+    /// The same options with or without batch norm after each conv.
     pub fn with_batch_norm(mut self, batch_norm: bool) -> Self {
         self.batch_norm = batch_norm;
         self
@@ -335,11 +347,14 @@ impl ModelOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Which model.
     pub model: ModelId,
+    /// Its size options (classes, input size, width, batch norm, init).
     pub options: ModelOptions,
 }
 
 impl ModelConfig {
+    /// Pairs a model with its options.
     pub fn new(model: ModelId, options: ModelOptions) -> Self {
         Self { model, options }
     }

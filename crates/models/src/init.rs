@@ -33,6 +33,7 @@ pub enum InitScheme {
 }
 
 impl InitScheme {
+    /// True for the default scheme (`Torchvision`), which is left out of serialised options.
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }

@@ -17,11 +17,14 @@ use crate::Error;
 /// Train mode draws dropout masks from the caller's RNG and records the graph for backward;
 /// eval mode is deterministic and records no graph (no gradient flows from an eval pass).
 pub enum Mode<'a> {
+    /// Inference: dropout off, batch norm uses its running statistics, no graph recorded.
     Eval,
+    /// Training: dropout masks drawn from this RNG, batch norm uses batch statistics.
     Train(&'a mut Rng),
 }
 
 impl Mode<'_> {
+    /// True in training mode.
     pub fn is_train(&self) -> bool {
         matches!(self, Mode::Train(_))
     }
@@ -37,6 +40,7 @@ pub struct Taps {
 }
 
 impl Taps {
+    /// Read `names` and run the whole network (the logits are computed too).
     pub fn of<S: AsRef<str>>(names: &[S]) -> Self {
         Self {
             names: names.iter().map(|s| s.as_ref().to_string()).collect(),
@@ -57,10 +61,12 @@ impl Taps {
 pub struct Outputs {
     /// The logits, unless the pass stopped early.
     pub logits: Option<Tensor>,
+    /// The tapped tensors keyed by the names asked for, each `[B, ...]` as the layer outputs it.
     pub taps: BTreeMap<String, Tensor>,
 }
 
 impl Outputs {
+    /// The tensor tapped as `name`; an error if it was not asked for.
     pub fn tap(&self, name: &str) -> Result<&Tensor, Error> {
         self.taps
             .get(name)
@@ -71,7 +77,9 @@ impl Outputs {
 /// Which parameters of a student came from its teacher.
 #[derive(Debug, Clone, Default)]
 pub struct Inheritance {
+    /// Parameter names whose values were copied from the teacher (same name, same shape).
     pub inherited: Vec<String>,
+    /// Parameter names initialised afresh (the new blocks).
     pub fresh: Vec<String>,
 }
 
@@ -177,21 +185,27 @@ impl Model {
         })
     }
 
+    /// The model's structure: blocks, roles, parameter shapes.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
+    /// Which model, with its options (what a checkpoint stores).
     pub fn config(&self) -> &ModelConfig {
         &self.spec.config
     }
+    /// Which model.
     pub fn id(&self) -> ModelId {
         self.spec.id()
     }
+    /// Size options: classes, input size, width, batch norm, init.
     pub fn options(&self) -> &ModelOptions {
         self.spec.options()
     }
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
+    /// Which conv/pool kernels the forward pass uses.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -274,6 +288,7 @@ impl Model {
         self.params_where(|_, role| !role.is_after_compressed())
     }
 
+    /// Number of trainable parameter elements (buffers such as batch-norm statistics excluded).
     pub fn num_params(&self) -> usize {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }

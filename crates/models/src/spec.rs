@@ -11,12 +11,16 @@ use crate::Error;
 /// One block of a model, with its role and layers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockSpec {
+    /// Which block.
     pub kind: BlockKind,
+    /// Its role in this model (inherited, compressed, frozen or head).
     pub role: Role,
+    /// Its layers in forward order, at the model's options.
     pub layers: Vec<LayerSpec>,
 }
 
 impl BlockSpec {
+    /// The block's name, e.g. `B3` (the prefix of its parameter names).
     pub fn name(&self) -> &'static str {
         self.kind.name()
     }
@@ -25,8 +29,11 @@ impl BlockSpec {
 /// A parameter of the model: its full name and shape (PyTorch layout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParamSpec {
+    /// Full name, `<block>.<layer>.<weight|bias|...>`, e.g. `B3.conv3_1.weight`.
     pub name: String,
+    /// Shape in PyTorch layout: conv `[c_out, c_in, 3, 3]`, linear `[d_out, d_in]`, bias `[c]`.
     pub shape: Vec<usize>,
+    /// The block it belongs to.
     pub block: BlockKind,
     /// Running statistics of batch norm are buffers, not trained parameters.
     pub is_buffer: bool,
@@ -34,18 +41,24 @@ pub struct ParamSpec {
     pub layer: ParamLayer,
     /// fan_in / fan_out of that layer (for initialisation; a bias shares its weight's fans).
     pub fan_in: usize,
+    /// Fan-out of the same layer (`c_out`·9 for a conv, `d_out` for a linear layer).
     pub fan_out: usize,
 }
 
+/// The kind of layer a parameter belongs to (decides its initialisation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamLayer {
+    /// A 3×3 convolution.
     Conv,
+    /// A fully connected layer.
     Linear,
+    /// A batch norm after a convolution.
     BatchNorm,
 }
 
 impl ParamSpec {
+    /// Number of elements (product of the shape).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -54,22 +67,29 @@ impl ParamSpec {
 /// The structure of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
+    /// Which model, with its options.
     pub config: ModelConfig,
+    /// Its blocks in forward order.
     pub blocks: Vec<BlockSpec>,
 }
 
 /// Per-block summary for reports and `pyramid inspect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockSummary {
+    /// Block name, e.g. `K12`.
     pub name: String,
+    /// Its role in the model.
     pub role: Role,
     /// Per-sample output shape (C, H, W) or (n,) for the head.
     pub out_shape: Vec<usize>,
+    /// Trainable parameters of the block.
     pub params: usize,
+    /// Multiply-accumulates of the block for one image.
     pub macs: u64,
 }
 
 impl ModelSpec {
+    /// The structure of `config`, after validating its options.
     pub fn new(config: ModelConfig) -> Result<Self, Error> {
         config.options.validate()?;
         let blocks = architecture(config.model)
@@ -83,18 +103,22 @@ impl ModelSpec {
         Ok(Self { config, blocks })
     }
 
+    /// The structure of `model` at `options`.
     pub fn of(model: ModelId, options: ModelOptions) -> Result<Self, Error> {
         Self::new(ModelConfig::new(model, options))
     }
 
+    /// Which model.
     pub fn id(&self) -> ModelId {
         self.config.model
     }
 
+    /// The model's options.
     pub fn options(&self) -> &ModelOptions {
         &self.config.options
     }
 
+    /// The block of kind `kind`, if the model has one.
     pub fn block(&self, kind: BlockKind) -> Option<&BlockSpec> {
         self.blocks.iter().find(|b| b.kind == kind)
     }
@@ -188,12 +212,14 @@ impl ModelSpec {
             .sum()
     }
 
+    /// Number of 3×3 convolutions.
     pub fn conv_count(&self) -> usize {
         self.layers()
             .filter(|l| matches!(l, LayerSpec::Conv { .. }))
             .count()
     }
 
+    /// Number of fully connected layers.
     pub fn fc_count(&self) -> usize {
         self.layers()
             .filter(|l| matches!(l, LayerSpec::Linear { .. }))
@@ -360,14 +386,24 @@ impl ModelSpec {
 /// What `pyramid inspect --json` prints for one model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelReport {
+    /// Paper name, e.g. `SVGG14B`.
     pub model: String,
+    /// `forward` or `backward`.
     pub scheme: String,
+    /// Pyramid level, 0 (VGG19) to 5.
     pub level: usize,
+    /// The options the structure was built with.
     pub options: ModelOptions,
+    /// Trainable parameters.
     pub params: usize,
+    /// Number of convolutions.
     pub convs: usize,
+    /// Number of fully connected layers.
     pub fcs: usize,
+    /// Multiply-accumulates per image.
     pub macs: u64,
+    /// Name of the compressed block; `None` for VGG19.
     pub compressed: Option<String>,
+    /// Per-block summaries in forward order.
     pub blocks: Vec<BlockSummary>,
 }

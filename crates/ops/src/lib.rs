@@ -31,6 +31,7 @@
 //! max-pool implements PyTorch's semantics instead (the whole gradient goes to the first
 //! maximum of each window in scan order).
 
+#![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod batch_norm;

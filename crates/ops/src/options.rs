@@ -44,7 +44,9 @@ pub enum Isa {
 /// any options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvOptions {
+    /// Which algorithm 3×3 stride-1 layers use; changes the rounding of the results.
     pub algo: ConvAlgo,
+    /// Which SIMD code the Winograd transforms run; the same bits either way.
     pub isa: Isa,
     /// im2col: target bytes of one chunk of the im2col matrix (rows of one image are chunked
     /// so that it stays cache-sized).

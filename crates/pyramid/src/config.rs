@@ -33,10 +33,12 @@ pub struct ExperimentConfig {
     /// `cpu` or `cuda` (`cuda:N`); cuda needs a binary built with the `cuda` feature.
     #[serde(default = "default_device")]
     pub device: String,
+    /// `[data]`: data set, root, batch sizes, subsets, model selection.
     pub data: DataConfig,
     /// Model options (input size, width, channels, batch norm); the classes come from the data.
     #[serde(default)]
     pub model: ModelSettings,
+    /// Compression orders to run (default both, forward first).
     #[serde(default = "default_schemes")]
     pub schemes: Vec<Scheme>,
     /// Method names, in report-column order (see `pyramid::method::REGISTRY`).
@@ -45,6 +47,7 @@ pub struct ExperimentConfig {
     /// Pyramid levels to run, 1 (SVGG17) … 5 (SVGG5); a chain always runs its levels in order.
     #[serde(default = "default_levels")]
     pub levels: Vec<usize>,
+    /// `[teacher]`: where the VGG19 teacher comes from.
     pub teacher: TeacherConfig,
     /// Optimiser and schedule of every method's first (distillation) stage. The loss comes
     /// from the method.
@@ -83,11 +86,14 @@ pub struct RunSection {
     pub share_teacher: bool,
 }
 
+/// What the run does when it meets a degenerate stage or teacher.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnDegenerate {
+    /// Log a warning and mark the result in the report, then go on.
     #[default]
     Warn,
+    /// Stop the run with an error.
     Error,
 }
 
@@ -114,12 +120,15 @@ fn default_levels() -> Vec<usize> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
+    /// The data set, e.g. `"stl10"` or `"cifar100:coarse"`.
     pub dataset: DatasetKind,
     /// Data root; falls back to `$PYRAMID_DATA`, then the dataset's default location.
     #[serde(default)]
     pub root: Option<PathBuf>,
+    /// Images per training batch (default 128).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Images per evaluation batch (default 256).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
     /// Training augmentation (the paper: horizontal flip only).
@@ -159,11 +168,14 @@ fn default_val_fraction() -> f64 {
     0.1
 }
 
+/// Which split decides the best epoch of a stage (checkpoint kept, learning-rate reloads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Selection {
+    /// The test split, as the paper does.
     #[default]
     Test,
+    /// A held-out slice of the training set (`val_fraction` of it, stratified, seeded).
     Val,
 }
 
@@ -172,12 +184,23 @@ pub enum Selection {
 #[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TeacherConfig {
     /// Trained here from torchvision's VGG init with the given recipe.
-    Train { recipe: StageConfig },
+    Train {
+        /// How the teacher is trained (loss defaults to cross entropy).
+        recipe: StageConfig,
+    },
     /// A pyramid checkpoint (safetensors written by this toolkit).
-    Load { path: PathBuf },
+    Load {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// torchvision's ImageNet `vgg19` state dict (`.pth`), then fine-tuned with the recipe
     /// (the paper's starting point, docs/method.md §13 B11).
-    Torchvision { path: PathBuf, recipe: StageConfig },
+    Torchvision {
+        /// The `.pth` file.
+        path: PathBuf,
+        /// How the ImageNet weights are fine-tuned on the data set.
+        recipe: StageConfig,
+    },
 }
 
 /// One training stage's hyper-parameters. In `[stage1]`, `[stage2]` and `[scratch]` the loss is
@@ -186,10 +209,13 @@ pub enum TeacherConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
+    /// Loss of the stage; `None` in the shared sections, where the method brings its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossSpec>,
+    /// Optimiser and its hyper-parameters (default: Adam, lr 1e-4, weight decay 5e-4).
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule and stop rule (required).
     pub schedule: ScheduleConfig,
     /// Label stage of a distilled level only: truly freeze the blocks after the compressed
     /// one (the original trains them, docs/method.md §13 B1).
@@ -254,12 +280,16 @@ impl StageConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StagePatch {
+    /// Replaces the loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossSpec>,
+    /// Replaces the whole optimiser section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<OptimizerConfig>,
+    /// Replaces the whole schedule section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleConfig>,
+    /// Replaces `freeze_inherited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_inherited: Option<bool>,
 }
@@ -268,15 +298,19 @@ pub struct StagePatch {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageOverrides {
+    /// Patch of `[stage1]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage1: Option<StagePatch>,
+    /// Patch of `[stage2]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage2: Option<StagePatch>,
+    /// Patch of `[scratch]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch: Option<StagePatch>,
 }
 
 impl StageOverrides {
+    /// The patch of the section of `kind`, if any.
     pub fn get(&self, kind: StageKind) -> Option<&StagePatch> {
         kind.pick(&self.stage1, &self.stage2, &self.scratch)
             .as_ref()
@@ -318,6 +352,7 @@ pub struct MethodSettings {
 }
 
 impl MethodSettings {
+    /// The method's patch of the section of `kind`, if any.
     pub fn patch(&self, kind: StageKind) -> Option<&StagePatch> {
         kind.pick(&self.stage1, &self.stage2, &self.scratch)
             .as_ref()
@@ -340,6 +375,7 @@ impl ExperimentConfig {
         })
     }
 
+    /// Parses and validates a TOML config held in memory; errors name the field.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         let cfg: ExperimentConfig = toml::from_str(text).map_err(|e| Error::Config {
             path: "<config>".into(),

@@ -13,6 +13,7 @@ use crate::Error;
 
 /// The loaders of one experiment.
 pub struct ExperimentData {
+    /// Training batches (shuffled, augmented; without the held-out val slice when there is one).
     pub train: Loader,
     /// Drives model selection and the schedules.
     pub select: Loader,
@@ -21,14 +22,19 @@ pub struct ExperimentData {
     /// Pyramid stage 1's training images when `[data] stage1_unlabeled > 0`: the labelled
     /// training images followed by the chosen unlabeled ones (their label 0 is never read).
     pub stage1_train: Option<Loader>,
+    /// Number of classes of the data set's label set.
     pub classes: usize,
+    /// Training images fed (after `train_per_class` and without the val slice).
     pub train_len: usize,
+    /// Test images (after `test_per_class`).
     pub test_len: usize,
     /// What is fed, for fingerprints: settings, split sizes and content hashes.
     pub identity: DataIdentity,
 }
 
 impl ExperimentData {
+    /// Loads the splits `cfg` names, applies subsets and the val split, and builds the loaders on
+    /// `device`.
     pub fn load(cfg: &ExperimentConfig, device: &Device) -> Result<Self, Error> {
         let d = &cfg.data;
         let root = d.root.as_deref();
@@ -139,6 +145,7 @@ impl ExperimentData {
         self.stage1_train.as_ref().unwrap_or(&self.train)
     }
 
+    /// The loader of the test split (the selection loader when selection is on the test set).
     pub fn test_loader(&self) -> &Loader {
         self.test.as_ref().unwrap_or(&self.select)
     }

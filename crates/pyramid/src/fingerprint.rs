@@ -27,20 +27,25 @@ pub const CHECKPOINT_KEY: &str = "pyramid.fingerprint";
 /// The data a run trains and selects on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataIdentity {
+    /// The data set, e.g. `stl10`.
     pub dataset: String,
     /// The `[data]` settings that change what is fed (not the path, not the loader threads).
     pub settings: Value,
+    /// Per fed split (`train`, `test`, `val`, `stage1_unlabeled`): size and content hash.
     pub splits: BTreeMap<String, SplitIdentity>,
 }
 
 /// One split as fed: its size and the SHA-256 of its shape, pixels and labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitIdentity {
+    /// Number of images.
     pub images: usize,
+    /// SHA-256 (lower-case hex) of the dimensions, the pixels and the labels.
     pub sha256: String,
 }
 
 impl SplitIdentity {
+    /// Hashes the dataset as fed: its dimensions (u64 LE), its pixel bytes, its labels (u32 LE).
     pub fn of(d: &pyramid_datasets::Dataset) -> Self {
         let mut h = Sha256::new();
         for x in [d.n, d.channels, d.height, d.width] {
@@ -58,6 +63,7 @@ impl SplitIdentity {
 }
 
 impl DataIdentity {
+    /// The identity of the data `cfg` feeds, given the hashes of its splits.
     pub fn new(cfg: &ExperimentConfig, splits: BTreeMap<String, SplitIdentity>) -> Self {
         let mut settings = serde_json::to_value(&cfg.data).expect("configs serialise");
         if let Value::Object(m) = &mut settings {
@@ -75,7 +81,9 @@ impl DataIdentity {
 /// A model's inputs and their hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fingerprint {
+    /// First 16 bytes of the SHA-256 of `inputs` (compact JSON), in lower-case hex (32 characters).
     pub hash: String,
+    /// The inputs as JSON: format, seed, data, model options, stages and upstream fingerprints.
     pub inputs: Value,
 }
 
@@ -143,6 +151,8 @@ impl Fingerprints {
         Self(all)
     }
 
+    /// The fingerprint of the model at run-directory path `at`. Panics if `at` is not a model of
+    /// the plan.
     pub fn get(&self, at: &str) -> &Fingerprint {
         &self.0[at]
     }

@@ -25,74 +25,131 @@ pub use run::{run_experiment, Latency, LevelResult, Results, RunOptions};
 /// Errors of configs, runs and reports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A config that cannot be read, parsed or validated.
     #[error("config {path}: {message}")]
-    Config { path: String, message: String },
+    Config {
+        /// The config file, or `<config>` for text not read from a file.
+        path: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// A stage cannot go on (a missing teacher, a non-finite loss, a state that does not fit).
     #[error("{label}: {message}")]
-    Stage { label: String, message: String },
+    Stage {
+        /// The stage, e.g. `forward/pyramid/SVGG14 stage 1`.
+        label: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The loss of a stage failed.
     #[error("{label}: the loss failed")]
     Loss {
+        /// The stage, e.g. `forward/pyramid/SVGG14 stage 1`.
         label: String,
+        /// The loss error.
         #[source]
         source: pyramid_losses::LossError,
     },
     /// A stage's optimiser or schedule could not be built or restored.
     #[error("{label}: the optimiser or schedule")]
     Optimizer {
+        /// The stage, e.g. `forward/pyramid/SVGG14 stage 1`.
         label: String,
+        /// The training-toolkit error.
         #[source]
         source: pyramid_train::TrainError,
     },
+    /// A device string (config `device`, `--device`) that cannot be parsed or opened.
     #[error("bad device `{spec}`: {message}")]
-    Device { spec: String, message: String },
+    Device {
+        /// The device string as given, e.g. `cuda:1`.
+        spec: String,
+        /// Why it cannot be used.
+        message: String,
+    },
     /// Every problem of a plan, one per line.
     #[error("the plan has {} problem(s):\n  {}", .0.len(), .0.join("\n  "))]
     Plan(Vec<String>),
     /// A file that is there but not what it must be.
     #[error("{}: {message}", path.display())]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file operation failed.
     #[error("cannot {op} {}", path.display())]
     Io {
+        /// The operation, as a verb for the message (`"read"`, `"remove"`, ...).
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// An atomic file write failed.
     #[error(transparent)]
     Write(#[from] pyramid_fsio::WriteError),
+    /// A file that should be safetensors (checkpoint, resume state) is not.
     #[error("{}: not a safetensors file", path.display())]
     Safetensors {
+        /// The file.
         path: PathBuf,
+        /// What the safetensors reader reported.
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A JSON file of the run directory that does not parse.
     #[error("bad JSON in {}", path.display())]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The serde_json error (carries line and column).
         #[source]
         source: serde_json::Error,
     },
     /// A signal asked the run to stop; every completed epoch is saved.
     #[error("interrupted; every completed epoch is saved, and the same command continues the run")]
     Interrupted,
+    /// Another process holds the run directory's lock.
     #[error("run directory {dir} is in use by another run ({holder}); wait for it or choose another --out")]
-    Locked { dir: String, holder: String },
+    Locked {
+        /// The run directory.
+        dir: String,
+        /// The lock file's content: `pid <pid> on <host>` of the holder.
+        holder: String,
+    },
     /// Models in the run directory were trained with another config.
     #[error(
         "run directory {dir} holds models of another config:\n  {}\nUse another --out for this config, or --force to redo the affected models.",
         .problems.join("\n  ")
     )]
-    Mismatch { dir: String, problems: Vec<String> },
+    Mismatch {
+        /// The run directory.
+        dir: String,
+        /// One line per model: its path and the fields that differ.
+        problems: Vec<String>,
+    },
     /// A stage or teacher did not learn and `[run] on_degenerate = "error"`.
     #[error("{model} did not learn ([run] on_degenerate = \"error\"):\n  {}", .reasons.join("\n  "))]
-    Degenerate { model: String, reasons: Vec<String> },
+    Degenerate {
+        /// The model's run-directory path, e.g. `forward/pyramid/SVGG14`.
+        model: String,
+        /// Why it counts as degenerate, one per line.
+        reasons: Vec<String>,
+    },
+    /// A model error (construction, forward pass, checkpoint I/O).
     #[error(transparent)]
     Model(#[from] pyramid_models::Error),
+    /// A data error (reading, verification, loading).
     #[error(transparent)]
     Data(#[from] pyramid_datasets::Error),
+    /// A training-toolkit error (optimiser, schedule, metrics log).
     #[error(transparent)]
     Train(#[from] pyramid_train::TrainError),
+    /// A candle tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

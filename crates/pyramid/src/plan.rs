@@ -18,8 +18,11 @@ use crate::Error;
 /// The whole plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// The experiment's name (`name` in the config).
     pub name: String,
+    /// The data set, as written in configs (e.g. `cifar100:coarse`).
     pub dataset: String,
+    /// Where the teacher comes from and how it trains.
     pub teacher: TeacherPlan,
     /// The configured methods, in config order (the report's columns).
     pub methods: Vec<String>,
@@ -32,15 +35,20 @@ pub struct Plan {
 /// Where the VGG19 teacher comes from, and its training stage if it trains here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeacherPlan {
+    /// In words, e.g. `loaded from runs/teacher.safetensors`.
     pub source: String,
+    /// The teacher's training stage; `None` when it is loaded as is.
     pub stage: Option<StagePlan>,
 }
 
 /// One configured method's chain in one scheme.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainPlan {
+    /// The compression order.
     pub scheme: Scheme,
+    /// The method's registry name, e.g. `pyramid-gram`.
     pub method: String,
+    /// The method's title in reports, e.g. `Pyramid Gram`.
     pub title: String,
     /// `(model name, the step that trains it)`; `None` where the method has no result.
     pub levels: Vec<(String, Option<ModelRef>)>,
@@ -54,17 +62,27 @@ pub struct ChainPlan {
 pub struct LevelPlan {
     /// Its run-directory path and its name for other steps.
     pub at: ModelRef,
+    /// Paper name of the student, e.g. `SVGG14B`.
     pub model: String,
+    /// Its compression order.
     pub scheme: Scheme,
+    /// Its pyramid level, 1 (SVGG17) to 5 (SVGG5).
     pub level: usize,
+    /// The method that trains it.
     pub method: String,
+    /// Trainable parameters of the student.
     pub params: usize,
+    /// Teacher blocks the level replaces, e.g. `["B1", "B2"]`.
     pub replaces: Vec<String>,
+    /// The block that replaces them, e.g. `K12`.
     pub with: String,
+    /// The model that teaches it (its distillation stages read this model); `None` without one.
     pub teacher: Option<ModelRef>,
+    /// Where its weights start.
     pub init: Init,
     /// False for a level trained only because a configured one starts from it.
     pub configured: bool,
+    /// Its stages, in order.
     pub stages: Vec<StagePlan>,
 }
 
@@ -72,6 +90,7 @@ pub struct LevelPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Images {
+    /// The labelled training images only.
     Labelled,
     /// The labelled images plus this many from STL10's unlabeled split (`stage1_unlabeled`).
     LabelledPlusUnlabeled(usize),
@@ -80,12 +99,17 @@ pub enum Images {
 /// One stage, fully resolved: the runner does exactly this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagePlan {
+    /// Which section the stage comes from (`stage1`, `stage2`, `scratch`).
     pub kind: StageKind,
     /// 1 for a distillation stage, 2 for a label (or single) stage.
     pub number: u32,
+    /// The resolved loss.
     pub loss: LossSpec,
+    /// How the loss reduces over a batch (decides how it is logged per image).
     pub reduction: Reduction,
+    /// What the stage monitors for model selection and its schedule.
     pub monitor: Monitor,
+    /// Which student parameters train.
     pub trains: TrainSet,
     /// The matched feature maps, when the loss reads them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,9 +119,13 @@ pub struct StagePlan {
     pub gram_pairs: Vec<GramPair>,
     /// Whether the loss reads the student's / the teacher's logits.
     pub student_logits: bool,
+    /// Whether the loss reads the teacher's logits (so the teacher runs to its head).
     pub teacher_logits: bool,
+    /// Whether the loss reads the labels.
     pub labels: bool,
+    /// The training images the stage sees.
     pub images: Images,
+    /// Optimiser and hyper-parameters, with every patch applied.
     pub optimizer: OptimizerConfig,
     /// With its mode derived from the loss.
     pub schedule: ScheduleConfig,

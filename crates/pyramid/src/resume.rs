@@ -27,23 +27,31 @@ const META_KEY: &str = "pyramid.resume";
 /// The metadata part of a resume state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelProgress {
+    /// The run format ([`RUN_FORMAT`]) the state was written in; another format is refused.
     pub format: u32,
     /// The level's fingerprint: a state of another config is never continued.
     pub fingerprint: String,
     /// Index (in the level's plan) of the stage in progress or next to start.
     pub stage_index: usize,
+    /// Outcomes of the level's finished stages, in order.
     pub completed: Vec<StageOutcome>,
     /// The stage in progress; `None` when stage `stage_index` has not started.
     pub stage: Option<StageProgress>,
+    /// The optimiser's metadata (kind, groups, step counts); its buffers are the `optim/…` tensors.
     pub optimizer: Option<OptimizerMeta>,
+    /// Whether the file holds separately selected weights (`best/…`).
     pub has_best: bool,
+    /// The level's metrics log so far (every stage, every epoch).
     pub metrics: Vec<EpochMetrics>,
+    /// The level's per-epoch timings so far.
     pub timings: Vec<EpochTiming>,
+    /// Wall-clock seconds the level has run, summed over interrupted runs.
     pub wall_seconds: f64,
 }
 
 /// A loaded resume state.
 pub struct LevelState {
+    /// The metadata.
     pub progress: LevelProgress,
     /// The student's weights and buffers.
     pub model: Vec<(String, Tensor)>,

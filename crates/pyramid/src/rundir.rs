@@ -57,6 +57,7 @@ impl RunLock {
         Ok(Self { _file: file, path })
     }
 
+    /// The lock file (`<run dir>/.lock`), removed when the lock is dropped.
     pub fn path(&self) -> &Path {
         &self.path
     }

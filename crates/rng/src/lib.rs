@@ -12,6 +12,8 @@
 //! toolkit. The generator itself is the crate's (its stream equals our former implementation's,
 //! word for word; the tests pin it).
 
+#![warn(missing_docs)]
+
 use rand_core::{Rng as _, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -80,6 +82,7 @@ impl Rng {
         Self::new(splitmix64(&mut sm))
     }
 
+    /// The next raw 64-bit output of xoshiro256++; advances the stream by one step.
     pub fn next_u64(&mut self) -> u64 {
         self.inner.next_u64()
     }

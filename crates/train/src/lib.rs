@@ -2,6 +2,8 @@
 //! (including the original ReduceLROnPlateau stop/reload rules), metrics logging and
 //! crash-safe file writes. Everything a resume needs is serialisable.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod fsio;
 pub mod metrics;

@@ -16,15 +16,23 @@ pub struct EpochMetrics {
     pub stage: u32,
     /// 0 for the initial evaluation, then 1, 2, ...
     pub epoch: u64,
+    /// Mean training loss per image over the epoch; `None` for the initial evaluation.
     pub train_loss: Option<f64>,
+    /// Training accuracy over the epoch, percent; `None` for the initial evaluation or when the
+    /// stage computes no logits (feature-matching stages).
     pub train_acc: Option<f64>,
     /// Images trained on in this epoch (0 for the initial evaluation).
     #[serde(default)]
     pub train_images: u64,
+    /// Mean loss per image on the test split.
     pub test_loss: Option<f64>,
+    /// Test accuracy, percent; `None` when the stage computes no logits.
     pub test_acc: Option<f64>,
+    /// Mean loss per image on the validation split (which then drives model selection); `None`,
+    /// and absent from the JSON, without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Validation accuracy, percent; `None` without a validation split or without logits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_acc: Option<f64>,
     /// Learning rate used for this epoch's training (first param group).
@@ -40,7 +48,9 @@ pub struct EpochMetrics {
 /// uninterrupted one's byte for byte.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochTiming {
+    /// Stage number, as in [`EpochMetrics::stage`].
     pub stage: u32,
+    /// Epoch number, as in [`EpochMetrics::epoch`].
     pub epoch: u64,
     /// Seconds of the epoch (train + eval).
     pub seconds: f64,
@@ -73,6 +83,7 @@ impl JsonlWriter {
         })
     }
 
+    /// The file being appended to.
     pub fn path(&self) -> &Path {
         &self.path
     }

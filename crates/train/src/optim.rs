@@ -19,9 +19,14 @@ mod fused;
 /// A named set of parameters sharing a learning rate and a weight decay.
 #[derive(Debug, Clone)]
 pub struct ParamGroup {
+    /// Group name, unique within an optimiser (e.g. `"features"`, `"head"`); states are matched by
+    /// it.
     pub name: String,
+    /// The parameters, each with its unique name (the state-dict key), in update order.
     pub params: Vec<(String, Var)>,
+    /// Learning rate, finite and ≥ 0.
     pub lr: f64,
+    /// Weight decay, finite and ≥ 0 (coupled or decoupled depending on the rule).
     pub weight_decay: f64,
 }
 
@@ -29,23 +34,31 @@ pub struct ParamGroup {
 /// per-parameter buffers (moments, momentum) as tensors keyed `"<param>/<buffer>"`.
 #[derive(Debug, Clone)]
 pub struct OptimizerState {
+    /// Optimiser kind, groups and step counts.
     pub meta: OptimizerMeta,
+    /// Per-parameter buffers keyed `"<param>/<buffer>"`, e.g. `"B1.conv1_1.weight/exp_avg"`.
     pub tensors: BTreeMap<String, Tensor>,
 }
 
+/// The JSON part of an [`OptimizerState`], stored in the safetensors header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerMeta {
     /// "adam", "adamw" or "sgd".
     pub kind: String,
+    /// The parameter groups, in construction order.
     pub groups: Vec<GroupMeta>,
     /// Per-parameter step count (only parameters that have been stepped at least once).
     pub steps: BTreeMap<String, u64>,
 }
 
+/// Name and hyper-parameters of one parameter group, as saved in an [`OptimizerMeta`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupMeta {
+    /// Group name, as in [`ParamGroup::name`].
     pub name: String,
+    /// The group's learning rate at the time of the snapshot.
     pub lr: f64,
+    /// The group's weight decay.
     pub weight_decay: f64,
 }
 
@@ -103,9 +116,13 @@ pub trait Optimizer: Send {
     fn kind(&self) -> &'static str;
     /// One update of every parameter that has a gradient in `grads`.
     fn step(&mut self, grads: &GradStore) -> Result<()>;
+    /// Number of parameter groups.
     fn num_groups(&self) -> usize;
+    /// Name of group `group` (an index in construction order).
     fn group_name(&self, group: usize) -> &str;
+    /// Current learning rate of group `group`.
     fn lr(&self, group: usize) -> f64;
+    /// Sets the learning rate of group `group`.
     fn set_lr(&mut self, group: usize, lr: f64);
     /// A snapshot: buffers are copied, because the fused path updates them in place.
     fn state(&self) -> Result<OptimizerState>;
@@ -138,9 +155,11 @@ pub trait Optimizer: Send {
             self.set_lr(g, lr * factor);
         }
     }
+    /// Saves [`Optimizer::state`] atomically to `path` (safetensors).
     fn save(&self, path: &Path) -> Result<()> {
         self.state()?.save(path)
     }
+    /// Loads a state written by [`Optimizer::save`], tensors on `device`, and restores it.
     fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
         let state = OptimizerState::load(path, device)?;
         self.load_state(&state)
@@ -149,6 +168,7 @@ pub trait Optimizer: Send {
 
 /// A per-parameter update rule plugged into `Optim`.
 pub trait UpdateRule: Send {
+    /// The optimiser kind saved in the state (`"adam"`, `"adamw"`, `"sgd"`); a load checks it.
     const KIND: &'static str;
     /// Names of the per-parameter buffers (saved as `"<param>/<name>"`).
     const BUFFERS: &'static [&'static str];
@@ -199,8 +219,11 @@ pub struct Optim<R: UpdateRule> {
     rule: R,
 }
 
+/// Adam with coupled weight decay (PyTorch 0.2 semantics), see [`AdamParams`].
 pub type Adam = Optim<AdamParams>;
+/// AdamW with decoupled weight decay, see [`AdamWParams`].
 pub type AdamW = Optim<AdamWParams>;
+/// SGD with optional (Nesterov) momentum, see [`SgdParams`].
 pub type Sgd = Optim<SgdParams>;
 
 fn check_rate(what: &str, group: &str, x: f64) -> Result<()> {
@@ -246,6 +269,7 @@ impl<R: UpdateRule> Optim<R> {
         Ok(Self { groups: out, rule })
     }
 
+    /// The update rule and its hyper-parameters.
     pub fn rule(&self) -> &R {
         &self.rule
     }
@@ -428,8 +452,11 @@ impl<R: UpdateRule> Optimizer for Optim<R> {
 /// (modern PyTorch adds eps after the bias correction instead).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamParams {
+    /// Decay rate of the first moment (mean of the gradient), in [0, 1).
     pub beta1: f64,
+    /// Decay rate of the second moment (uncentred variance of the gradient), in [0, 1).
     pub beta2: f64,
+    /// Added to √v in the denominator for numerical stability.
     pub eps: f64,
 }
 
@@ -511,8 +538,11 @@ impl UpdateRule for AdamParams {
 /// θ ← θ − lr/(1−β1^t) · m / (√v/√(1−β2^t) + eps).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWParams {
+    /// Decay rate of the first moment, in [0, 1).
     pub beta1: f64,
+    /// Decay rate of the second moment, in [0, 1).
     pub beta2: f64,
+    /// Added to the bias-corrected √v in the denominator.
     pub eps: f64,
 }
 
@@ -580,8 +610,11 @@ impl UpdateRule for AdamWParams {
 /// θ ← θ − lr·d.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct SgdParams {
+    /// Momentum factor μ; 0 disables momentum (and its buffer).
     pub momentum: f64,
+    /// Dampening of the gradient in the momentum update (PyTorch's `dampening`).
     pub dampening: f64,
+    /// Nesterov momentum (needs μ > 0 and no dampening).
     pub nesterov: bool,
 }
 
@@ -627,8 +660,10 @@ impl UpdateRule for SgdParams {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupOverride {
+    /// Learning rate of this group instead of the optimiser's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
+    /// Weight decay of this group instead of the optimiser's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
 }
@@ -637,9 +672,13 @@ pub struct GroupOverride {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
+    /// Learning rate of every group without an override.
     pub lr: f64,
+    /// (β1, β2): decay rates of the first and second moments.
     pub betas: (f64, f64),
+    /// Added to the denominator for numerical stability.
     pub eps: f64,
+    /// Weight decay of every group without an override (coupled for Adam, decoupled for AdamW).
     pub weight_decay: f64,
     /// Overrides keyed by group name; unknown names are an error at `build`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -662,11 +701,17 @@ impl Default for AdamConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SgdConfig {
+    /// Learning rate of every group without an override.
     pub lr: f64,
+    /// Momentum factor μ; 0 disables momentum.
     pub momentum: f64,
+    /// Dampening of the gradient in the momentum update.
     pub dampening: f64,
+    /// Nesterov momentum (needs `momentum` > 0 and `dampening` = 0).
     pub nesterov: bool,
+    /// Weight decay (added to the gradient) of every group without an override.
     pub weight_decay: f64,
+    /// Overrides keyed by group name; unknown names are an error at `build`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, GroupOverride>,
 }
@@ -688,9 +733,12 @@ impl Default for SgdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerConfig {
+    /// Adam with coupled weight decay (PyTorch 0.2), [`AdamParams`].
     Adam(AdamConfig),
+    /// AdamW, decoupled weight decay, [`AdamWParams`].
     #[serde(rename = "adamw")]
     AdamW(AdamConfig),
+    /// SGD, [`SgdParams`].
     Sgd(SgdConfig),
 }
 

@@ -14,7 +14,9 @@ use crate::error::{Result, TrainError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// Lower is better (a loss).
     Min,
+    /// Higher is better (an accuracy).
     Max,
 }
 
@@ -105,22 +107,31 @@ pub struct PlateauConfig {
     /// stage derives it from its loss; an explicit value must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// When the stage ends (required: there is no neutral choice).
     pub stop: StopRule,
+    /// Multiplier of the learning rate at a cut, in (0, 1).
     #[serde(default = "d_factor")]
     pub factor: f64,
+    /// Epochs without improvement tolerated before a cut (PyTorch: a cut when the count
+    /// exceeds it).
     #[serde(default = "d_patience")]
     pub patience: u64,
+    /// Minimum change that counts as an improvement for the scheduler, read per `threshold_mode`.
     #[serde(default = "d_threshold")]
     pub threshold: f64,
+    /// Whether `threshold` is relative or absolute.
     #[serde(default)]
     pub threshold_mode: ThresholdMode,
     /// A cut whose size old − new is not > eps is ignored (PyTorch semantics).
     #[serde(default = "d_eps")]
     pub eps: f64,
+    /// Epochs after a cut during which bad epochs are not counted.
     #[serde(default)]
     pub cooldown: u64,
+    /// Lower bound of every group's learning rate.
     #[serde(default)]
     pub min_lr: f64,
+    /// Which test decides that a checkpoint is saved.
     #[serde(default)]
     pub save_test: SaveTest,
     /// Optional epoch cap (docs/method.md §13 B6); `None` = unlimited, as in the original.
@@ -200,11 +211,22 @@ impl PlateauConfig {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum StopReason {
     /// The learning rate fell below `bound`.
-    LrBelow { lr: f64, bound: f64 },
+    LrBelow {
+        /// The learning rate after the epoch's cut (the largest over the groups).
+        lr: f64,
+        /// The rule's bound (1e-7 or 1e-8).
+        bound: f64,
+    },
     /// check_load reached the rule's limit (fruitless cuts).
-    FruitlessCuts { check_load: u32 },
+    FruitlessCuts {
+        /// Cuts without an improvement since the last improvement.
+        check_load: u32,
+    },
     /// The optional epoch cap.
-    MaxEpochs { epochs: u64 },
+    MaxEpochs {
+        /// Completed training epochs when the stage stopped.
+        epochs: u64,
+    },
 }
 
 /// What the caller must do after feeding one evaluation.
@@ -283,6 +305,7 @@ impl Plateau {
         })
     }
 
+    /// The configuration, with its mode resolved.
     pub fn config(&self) -> &PlateauConfig {
         &self.config
     }
@@ -290,6 +313,7 @@ impl Plateau {
     pub fn mode(&self) -> Result<Mode> {
         resolved(self.config.mode)
     }
+    /// Current per-group learning rates.
     pub fn lrs(&self) -> &[f64] {
         &self.lrs
     }
@@ -301,15 +325,19 @@ impl Plateau {
     pub fn scheduler_best(&self) -> Option<f64> {
         self.best
     }
+    /// Completed training epochs (0 after the initial evaluation).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
+    /// Cuts without an improvement since the last improvement (the original loop's `check_load`).
     pub fn check_load(&self) -> u32 {
         self.check_load
     }
+    /// Evaluations since the scheduler's best, as in PyTorch (reset by a cut and during cooldown).
     pub fn num_bad_epochs(&self) -> u64 {
         self.num_bad_epochs
     }
+    /// Improvements of the saved best during the stage, not counting the initial evaluation.
     pub fn improvements(&self) -> u64 {
         self.improvements
     }
@@ -317,6 +345,7 @@ impl Plateau {
     pub fn cuts(&self) -> u32 {
         self.cuts
     }
+    /// Why the stage stopped; `None` while it runs.
     pub fn stopped(&self) -> Option<&StopReason> {
         self.stopped.as_ref()
     }
@@ -465,13 +494,16 @@ impl Plateau {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepLr {
+    /// Epochs between two multiplications by `gamma`; > 0.
     pub step_size: u64,
+    /// Multiplier of the learning rate every `step_size` epochs; > 0 (default 0.1).
     #[serde(default = "d_factor")]
     pub gamma: f64,
     /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
     /// stage derives it from its loss; an explicit value must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// The stage ends after this many epochs; > 0.
     pub max_epochs: u64,
 }
 
@@ -479,13 +511,16 @@ pub struct StepLr {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultiStep {
+    /// Epochs (strictly increasing) at which the learning rate is multiplied by `gamma`.
     pub milestones: Vec<u64>,
+    /// Multiplier at each milestone; > 0 (default 0.1).
     #[serde(default = "d_factor")]
     pub gamma: f64,
     /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
     /// stage derives it from its loss; an explicit value must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// The stage ends after this many epochs; > 0.
     pub max_epochs: u64,
 }
 
@@ -494,13 +529,16 @@ pub struct MultiStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cosine {
+    /// Epochs of the half cosine period; > 0.
     pub t_max: u64,
+    /// Final learning rate, ≥ 0 (default 0).
     #[serde(default)]
     pub eta_min: f64,
     /// Whether the monitored metric should fall (`min`) or rise (`max`). Normally left out: the
     /// stage derives it from its loss; an explicit value must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// The stage ends after this many epochs; > 0.
     pub max_epochs: u64,
 }
 
@@ -512,6 +550,7 @@ pub struct Constant {
     /// stage derives it from its loss; an explicit value must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// The stage ends after this many epochs; > 0.
     pub max_epochs: u64,
 }
 
@@ -521,10 +560,15 @@ pub struct Constant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScheduleConfig {
+    /// ReduceLROnPlateau with the original loop's rules.
     Plateau(PlateauConfig),
+    /// `StepLR`.
     Step(StepLr),
+    /// `MultiStepLR`.
     MultiStep(MultiStep),
+    /// `CosineAnnealingLR`.
     Cosine(Cosine),
+    /// A constant learning rate.
     Constant(Constant),
 }
 
@@ -654,6 +698,7 @@ impl ScheduleConfig {
         }
     }
 
+    /// The epoch cap: always set for fixed schedules, optional for `plateau`.
     pub fn max_epochs(&self) -> Option<u64> {
         match self {
             ScheduleConfig::Plateau(c) => c.max_epochs,
@@ -748,11 +793,14 @@ impl Fixed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Schedule {
+    /// Plateau state.
     Plateau(Plateau),
+    /// Fixed-schedule state.
     Fixed(Fixed),
 }
 
 impl Schedule {
+    /// Feeds the evaluation before the first epoch; the caller saves a checkpoint. Called once.
     pub fn initial(&mut self, metric: f64) -> Result<Decision> {
         match self {
             Schedule::Plateau(p) => p.initial(metric),
@@ -771,6 +819,7 @@ impl Schedule {
         }
     }
 
+    /// Feeds one epoch's evaluation; returns what to do (save, reload, new lrs, stop).
     pub fn step(&mut self, metric: f64) -> Result<Decision> {
         match self {
             Schedule::Plateau(p) => p.step(metric),
@@ -811,6 +860,7 @@ impl Schedule {
         }
     }
 
+    /// Why the stage stopped; `None` while it runs.
     pub fn stopped(&self) -> Option<&StopReason> {
         match self {
             Schedule::Plateau(p) => p.stopped(),

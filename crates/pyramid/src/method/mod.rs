@@ -94,10 +94,15 @@ impl Method {
 
 /// What a method sees when it plans one level.
 pub struct Level<'a> {
+    /// The student being planned.
     pub model: ModelId,
+    /// The experiment's model options (classes included).
     pub options: &'a ModelOptions,
+    /// `[method.<name>]` settings of this method (defaults when absent).
     pub settings: MethodSettings,
+    /// The method's registry name.
     pub method: &'static str,
+    /// The whole experiment config.
     pub config: &'a ExperimentConfig,
 }
 
@@ -107,15 +112,18 @@ pub struct Level<'a> {
 pub struct ModelRef(pub String);
 
 impl ModelRef {
+    /// The run's VGG19 (`teacher`).
     pub fn teacher() -> Self {
         ModelRef("teacher".into())
     }
+    /// The reference of `model` trained by `method` in `scheme`; VGG19 is always `teacher`.
     pub fn level(scheme: Scheme, method: &str, model: ModelId) -> Self {
         if model.is_vgg19() {
             return Self::teacher();
         }
         ModelRef(format!("{scheme}/{method}/{}", model.name()))
     }
+    /// True for the run's VGG19.
     pub fn is_teacher(&self) -> bool {
         self.0 == "teacher"
     }
@@ -152,6 +160,7 @@ impl std::fmt::Display for ModelRef {
 /// is copied; every other one is new, with its fresh initialisation (docs/method.md §2.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Init {
+    /// The model whose weights are copied.
     pub from: ModelRef,
     /// Said in the plan, e.g. "inherit; K5 new" or "Scratch: layers of VGG19 kept, K4, K5 new".
     pub note: String,
@@ -164,10 +173,14 @@ pub enum TrainSet {
     /// Every parameter of the student.
     All,
     /// The parameters at or before a tap (a block: all of it; a layer: up to it).
-    UpTo { tap: String },
+    UpTo {
+        /// Block or layer name, e.g. `K12` or `B4.conv4_2`.
+        tap: String,
+    },
 }
 
 impl TrainSet {
+    /// In words for the plan: `all` or `up to and including <tap>`.
     pub fn describe(&self) -> String {
         match self {
             TrainSet::All => "all".into(),
@@ -180,8 +193,12 @@ impl TrainSet {
 /// teacher's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeaturePair {
+    /// Tap of the student (a block or layer name).
     pub student: String,
+    /// Tap of the teacher it is matched against.
     pub teacher: String,
+    /// FitNet's regressor mapping the student's tap to the teacher's shape; `None` when the shapes
+    /// agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterSpec>,
 }
@@ -189,7 +206,9 @@ pub struct FeaturePair {
 /// One Gram (FSP) pair, `(F1, F2)` taps in the student and in the teacher (docs/method.md §5.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GramPair {
+    /// Student taps `(F1, F2)`.
     pub student: (String, String),
+    /// Teacher taps `(F1, F2)`, the same layers' counterparts.
     pub teacher: (String, String),
 }
 
@@ -197,8 +216,10 @@ pub struct GramPair {
 /// reads something the level does not offer is refused before anything trains.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Offers {
+    /// The matched feature maps, if the level has a pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeaturePair>,
+    /// The Gram pairs, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gram_pairs: Vec<GramPair>,
 }
@@ -210,21 +231,27 @@ pub struct StageRecipe {
     pub kind: StageKind,
     /// The method's loss; `[method.<name>.<kind>] loss` replaces it.
     pub loss: LossSpec,
+    /// Which student parameters train.
     pub trains: TrainSet,
+    /// What the stage offers its loss.
     pub offers: Offers,
 }
 
 /// A method's plan for one level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelRecipe {
+    /// The model that teaches the level; `None` for a method without one (Scratch).
     pub teacher: Option<ModelRef>,
+    /// Where the student's weights start.
     pub init: Init,
+    /// Its stages, in order.
     pub stages: Vec<StageRecipe>,
 }
 
 // ------------------------------------------------------------------- shared building blocks
 
 impl Level<'_> {
+    /// The student's compression order.
     pub fn scheme(&self) -> Scheme {
         self.model.scheme
     }
@@ -243,6 +270,7 @@ impl Level<'_> {
         ModelRef::level(self.scheme(), method, model)
     }
 
+    /// The structure of `model` at the experiment's options.
     pub fn spec(&self, model: ModelId) -> ModelSpec {
         ModelSpec::of(model, self.options.clone()).expect("options validated with the config")
     }
