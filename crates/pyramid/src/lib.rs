@@ -8,6 +8,7 @@ pub mod data;
 pub mod fingerprint;
 pub mod method;
 pub mod plan;
+mod progress;
 pub mod report;
 pub mod resume;
 pub mod run;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ExperimentConfig, StageConfig};
 pub use plan::Plan;
-pub use run::{run_experiment, Latency, LevelResult, Results, RunOptions};
+pub use run::{run_experiment, Latency, LevelResult, Results, RunDirHook, RunOptions};
 
 /// Errors of configs, runs and reports.
 #[derive(Debug, thiserror::Error)]
