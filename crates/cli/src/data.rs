@@ -66,7 +66,7 @@ enum DataCommand {
     },
 }
 
-pub fn run(a: DataArgs) -> Result<()> {
+pub fn run(a: DataArgs, logging: &crate::log::Logging) -> Result<()> {
     match a.command {
         DataCommand::Fetch {
             dataset,
@@ -74,7 +74,8 @@ pub fn run(a: DataArgs) -> Result<()> {
             base_url,
         } => {
             let kind: DatasetKind = dataset.parse()?;
-            let bar = ProgressBar::new(0);
+            // In the log's MultiProgress, so a log line never tears it.
+            let bar = logging.progress.add(ProgressBar::new(0));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",

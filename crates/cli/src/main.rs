@@ -60,7 +60,7 @@ fn run(cli: Cli, logging: &log::Logging) -> Result<()> {
         Command::Run(args) => run::run(args, logging),
         Command::Check(args) => run::check(args),
         Command::Eval(args) => run::eval(args),
-        Command::Data(args) => data::run(args),
+        Command::Data(args) => data::run(args, logging),
     }
 }
 

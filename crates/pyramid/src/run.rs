@@ -8,6 +8,7 @@
 //! <out>/<scheme>/<method>/<MODEL>/stage1.safetensors, final.safetensors, metrics.jsonl,
 //!                                 timings.jsonl, result.json, resume.safetensors (until done)
 //! <out>/results.json, report.md
+//! <out>/run.log                (the CLI's, through `RunOptions::on_run_dir`)
 //! ```
 //! Every model carries a fingerprint of what determines it (see `fingerprint`). A level whose
 //! `result.json` has the plan's fingerprint is complete and is reused; a level with a
@@ -63,9 +64,12 @@ pub struct RunOptions {
     pub on_run_dir: Option<RunDirHook>,
 }
 
+/// The function of a [`RunDirHook`].
+pub type RunDirFn = dyn Fn(&Path) -> std::io::Result<()> + Send + Sync;
+
 /// A callback given the run directory (see [`RunOptions::on_run_dir`]).
 #[derive(Clone)]
-pub struct RunDirHook(pub Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>);
+pub struct RunDirHook(pub Arc<RunDirFn>);
 
 impl std::fmt::Debug for RunDirHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
