@@ -17,8 +17,9 @@ const TASKS: &str = "\
 cargo xtask <task>
 
 tasks:
-  quickstart               forward + backward pyramid with Scratch baselines on the embedded data (CPU)
-  pyramid CONFIG... [--features cuda|cudnn] [--device cuda] [-- ARGS]
+  quickstart [ARGS]        forward + backward pyramid with Scratch baselines on the embedded data (CPU);
+                           ARGS (e.g. --quiet) go to `pyramid run`
+  pyramid CONFIG... [--features cuda|cudnn] [--device cuda] [--quiet] [--no-progress] [-- ARGS]
                            run experiment configs in sequence with the release `pyramid` binary
   bench [ARGS]             training / inference throughput of VGG19 and SVGG5 (see `cargo xtask bench --help`)
   bench data [ARGS]        input-pipeline throughput vs torchvision's DataLoader (`cargo xtask bench data --help`)

@@ -1,5 +1,6 @@
-//! `cargo xtask pyramid CONFIG... [--features cuda|cudnn] [--device D] [-- ARGS]`: runs
-//! experiment configs one after another with the release binary.
+//! `cargo xtask pyramid CONFIG... [--features cuda|cudnn] [--device D] [--quiet]
+//! [--no-progress] [-- ARGS]`: runs experiment configs one after another with the release
+//! binary (`--quiet`, `--no-progress` and the ARGS go to every `pyramid run`).
 
 use anyhow::{bail, Result};
 
@@ -15,13 +16,14 @@ pub fn run(args: &[String]) -> Result<()> {
                 passthrough.push("--device".into());
                 passthrough.extend(it.next().cloned());
             }
+            "--quiet" | "-q" | "--no-progress" => passthrough.push(a.clone()),
             "--" => passthrough.extend(it.by_ref().cloned()),
             other if other.starts_with('-') => bail!("unknown flag `{other}`"),
             other => configs.push(other.to_string()),
         }
     }
     if configs.is_empty() {
-        bail!("usage: cargo xtask pyramid CONFIG... [--features cuda|cudnn] [--device cuda] [-- ARGS]");
+        bail!("usage: cargo xtask pyramid CONFIG... [--features cuda|cudnn] [--device cuda] [--quiet] [--no-progress] [-- ARGS]");
     }
     let bin = crate::build_pyramid(features.as_deref())?;
     for cfg in &configs {

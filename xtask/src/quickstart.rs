@@ -1,4 +1,5 @@
-//! `cargo xtask quickstart`: the README's main job.
+//! `cargo xtask quickstart [ARGS]`: the README's main job (ARGS, e.g. `--quiet`, go to
+//! `pyramid run`).
 
 use anyhow::Result;
 
@@ -9,6 +10,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(["run", "configs/quickstart.toml"])
         .args(args);
     crate::status(c)?;
+    if args.iter().any(|a| a == "--quiet" || a == "-q") {
+        return Ok(());
+    }
     eprintln!("\nThe run directory holds every checkpoint, the per-epoch metrics (metrics.jsonl), results.json and report.md.");
     Ok(())
 }

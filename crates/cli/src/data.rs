@@ -15,7 +15,7 @@ pub struct DataArgs {
 }
 
 const DIR_HELP: &str = "Data root (default: $PYRAMID_DATA, else /usr/share/datasets/fashion-mnist \
-    for fashion_mnist and ./data for the others). A root given here or by $PYRAMID_DATA must hold \
+    for fashion-mnist and ./data for the others). A root given here or by $PYRAMID_DATA must hold \
     the data set; no other folder is tried. Not accepted for embedded";
 
 #[derive(Subcommand)]
@@ -35,7 +35,7 @@ enum DataCommand {
     /// non-zero on an empty split, a wrong image size, or a split count other than the
     /// official one (unless --allow-partial).
     Verify {
-        /// fashion_mnist, embedded, stl10, cifar10, cifar100 or cifar100:coarse.
+        /// fashion-mnist, embedded, stl10, cifar10, cifar100 or cifar100:coarse.
         #[arg(long)]
         dataset: String,
         #[arg(long, help = DIR_HELP)]
@@ -49,7 +49,7 @@ enum DataCommand {
     },
     /// Write a labelled grid of samples as PNG.
     Show {
-        /// fashion_mnist, embedded, stl10, cifar10, cifar100 or cifar100:coarse.
+        /// fashion-mnist, embedded, stl10, cifar10, cifar100 or cifar100:coarse.
         #[arg(long)]
         dataset: String,
         #[arg(long, help = DIR_HELP)]
@@ -66,7 +66,7 @@ enum DataCommand {
     },
 }
 
-pub fn run(a: DataArgs) -> Result<()> {
+pub fn run(a: DataArgs, logging: &crate::log::Logging) -> Result<()> {
     match a.command {
         DataCommand::Fetch {
             dataset,
@@ -74,7 +74,8 @@ pub fn run(a: DataArgs) -> Result<()> {
             base_url,
         } => {
             let kind: DatasetKind = dataset.parse()?;
-            let bar = ProgressBar::new(0);
+            // In the log's MultiProgress, so a log line never tears it.
+            let bar = logging.progress.add(ProgressBar::new(0));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",

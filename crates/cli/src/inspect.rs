@@ -1,6 +1,6 @@
 //! `pyramid inspect`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use pyramid_models::{ModelId, ModelOptions, ModelReport, ModelSpec, Scheme};
 
@@ -17,7 +17,8 @@ pub struct InspectArgs {
     /// Number of classes.
     #[arg(long, conflicts_with = "dataset")]
     classes: Option<usize>,
-    /// Take the number of classes from a data set: stl10, cifar10, cifar100, fashion-mnist.
+    /// Take the number of classes from a data set: fashion-mnist, embedded, stl10, cifar10,
+    /// cifar100 or cifar100:coarse.
     #[arg(long)]
     dataset: Option<String>,
     /// Input height and width (a multiple of 32).
@@ -38,13 +39,10 @@ pub struct InspectArgs {
 }
 
 fn classes_of(dataset: &str) -> Result<usize> {
-    Ok(
-        match dataset.to_ascii_lowercase().replace('_', "-").as_str() {
-            "stl10" | "cifar10" | "fashion-mnist" | "embedded" => 10,
-            "cifar100" => 100,
-            other => bail!("unknown --dataset `{other}` (stl10, cifar10, cifar100, fashion-mnist)"),
-        },
-    )
+    let kind: pyramid_datasets::DatasetKind = dataset
+        .parse()
+        .with_context(|| format!("--dataset {dataset}"))?;
+    Ok(kind.num_classes())
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {

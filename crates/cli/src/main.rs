@@ -2,6 +2,7 @@
 
 mod data;
 mod inspect;
+mod log;
 mod run;
 mod table;
 
@@ -39,33 +40,84 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal, never in piped or redirected logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let cli = Cli::parse();
+    let (console, capture) = match &cli.command {
+        Command::Run(a) => (a.console(), a.writes_run_log()),
+        _ => (log::Console::Normal, false),
+    };
+    let logging = log::init(console, capture);
     // A mistyped kernel choice would silently run another numerical path.
     if let Some(problem) = pyramid_ops::ConvOptions::env_problem() {
         eprintln!("error: {problem}");
         std::process::exit(1);
     }
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(cli, &logging) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, logging: &log::Logging) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, logging),
         Command::Check(args) => run::check(args),
         Command::Eval(args) => run::eval(args),
-        Command::Data(args) => data::run(args),
+        Command::Data(args) => data::run(args, logging),
         Command::Table(args) => table::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, as `path: --name`, that has no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() && path != "pyramid" {
+            out.push(format!("{path} (the subcommand itself)"));
+        }
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = match arg.get_long() {
+                    Some(l) => format!("--{l}"),
+                    None => format!("<{}>", arg.get_id()),
+                };
+                out.push(format!("{path}: {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            undocumented(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_help() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_walk_finds_an_argument_without_help() {
+        let cmd = clap::Command::new("pyramid").subcommand(
+            clap::Command::new("x")
+                .about("has help")
+                .arg(clap::Arg::new("bare").long("bare")),
+        );
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert_eq!(missing, ["pyramid x: --bare"]);
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,15 +1,17 @@
 //! `pyramid run`, `pyramid check` and `pyramid eval`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pyramid::{report, ExperimentConfig, Plan, RunOptions};
+use pyramid::{report, ExperimentConfig, Plan, RunDirHook, RunOptions};
 use pyramid_datasets::{Channels, DatasetKind, Loader, LoaderConfig, Split};
 use pyramid_models::Model;
 use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::log;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -27,9 +29,13 @@ pub struct RunArgs {
     /// Print the plan and exit without training.
     #[arg(long)]
     dry_run: bool,
-    /// No progress bars.
+    /// No progress bars (the log lines still show).
     #[arg(long)]
     no_progress: bool,
+    /// No progress bars and only warnings and errors on stderr; the results table still goes
+    /// to stdout and the full log to <run dir>/run.log.
+    #[arg(long, short)]
+    quiet: bool,
     /// Redo the models of the run directory that were trained with another config (their
     /// fingerprint differs) instead of refusing to run.
     #[arg(long)]
@@ -38,6 +44,22 @@ pub struct RunArgs {
     /// `seed`/`seeds`).
     #[arg(long, value_name = "N")]
     seeds: Option<u64>,
+}
+
+impl RunArgs {
+    /// What the console shows.
+    pub fn console(&self) -> log::Console {
+        if self.quiet {
+            log::Console::Quiet
+        } else {
+            log::Console::Normal
+        }
+    }
+
+    /// Whether this invocation writes `run.log` (a dry run writes nothing).
+    pub fn writes_run_log(&self) -> bool {
+        !self.dry_run
+    }
 }
 
 /// Builds the plan and loads the data, reporting the problems of both at once: what a run
@@ -59,7 +81,7 @@ fn validate(
     }
 }
 
-pub fn run(a: RunArgs) -> Result<()> {
+pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
     let mut cfg = ExperimentConfig::from_file(&a.config)?;
     if let Some(n) = a.seeds {
         anyhow::ensure!(n > 0, "--seeds 0: give at least one seed");
@@ -105,9 +127,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         out_dir: None,
         device: a.device,
         data_dir: a.data_dir,
-        show_progress: !a.no_progress,
+        progress: (!a.no_progress && !a.quiet).then(|| logging.progress.clone()),
         force: a.force,
         interrupt: Some(interrupt),
+        on_run_dir: Some(RunDirHook({
+            let run_log = logging.run_log.clone();
+            Arc::new(move |dir: &Path| run_log.start(dir))
+        })),
     };
     // Every seed's plan and data are checked before the first one trains.
     let runs = cfg.per_seed(a.out.as_deref());
@@ -132,10 +158,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         };
         println!("{}", report::terminal_table(&results));
         println!(
-            "report: {}\nresults: {}",
+            "report: {}\nresults: {}\nlog: {}",
             out.join("report.md").display(),
-            out.join("results.json").display()
+            out.join("results.json").display(),
+            out.join(log::RUN_LOG).display()
         );
+        logging.run_log.detach();
     }
     if runs.len() > 1 {
         // The seeds side by side: mean ± std over the seed directories, in the terminal and
@@ -187,18 +215,23 @@ pub fn check(a: CheckArgs) -> Result<()> {
 pub struct EvalArgs {
     /// A checkpoint written by `pyramid run` (safetensors with the model config inside).
     checkpoint: PathBuf,
-    /// stl10, cifar10, cifar100, fashion_mnist, embedded.
+    /// fashion-mnist, embedded, stl10, cifar10, cifar100 or cifar100:coarse.
     #[arg(long)]
     dataset: String,
+    /// Data root (default: $PYRAMID_DATA, else the data set's default root).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// test or train.
     #[arg(long, default_value = "test")]
     split: String,
+    /// Images per forward pass (changes the speed and memory, not the numbers).
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Print one JSON object (model, dataset, split, images, loss, accuracy) instead of a
+    /// sentence.
     #[arg(long)]
     json: bool,
 }

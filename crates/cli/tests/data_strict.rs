@@ -63,7 +63,7 @@ fn verify_refuses_a_missing_root_instead_of_the_system_copy() {
     let err = text(&o.stderr);
     assert!(!o.status.success(), "{}", text(&o.stdout));
     assert!(
-        err.contains("/nonexistent: does not exist") && err.contains("fashion_mnist"),
+        err.contains("/nonexistent: does not exist") && err.contains("fashion-mnist"),
         "{err}"
     );
     assert!(

@@ -219,6 +219,7 @@ fn good_run(dir: &Path, config_text: &str) -> (PathBuf, PathBuf) {
         "report.md",
         "teacher/result.json",
         "forward/pyramid/SVGG17/result.json",
+        "run.log",
     ] {
         assert!(out.join(f).is_file(), "the good run wrote no {f}");
     }
@@ -439,7 +440,7 @@ fn a_data_root_without_the_data_is_an_error_never_a_fallback() {
     let err = assert_fails(
         &o,
         "root = /nonexistent",
-        &["/nonexistent", "does not exist", "fashion_mnist"],
+        &["/nonexistent", "does not exist", "fashion-mnist"],
     );
     assert!(!err.contains("/usr/share/datasets/fashion-mnist/"), "{err}");
     assert!(!out.exists(), "a run with no data created its directory");
@@ -466,7 +467,7 @@ fn a_data_root_without_the_data_is_an_error_never_a_fallback() {
     assert_fails(
         &o,
         "--data-dir <empty folder>",
-        &[&empty.display().to_string(), "holds no fashion_mnist files"],
+        &[&empty.display().to_string(), "holds no fashion-mnist files"],
     );
     assert!(!out.exists());
 
@@ -790,6 +791,11 @@ fn ctrl_c_stops_the_run_says_how_to_resume_and_the_same_command_resumes() {
     }
     let teacher = read_json(&out.join("teacher/result.json"));
     assert_eq!(teacher["stages"][0]["epochs"], 8, "{teacher:#}");
+    // One log for both invocations, each under its own header.
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert_eq!(log.matches("\n==== ").count() + 1, 2, "{log}");
+    let resumed = log.find("resuming after epoch").unwrap();
+    assert!(log[..resumed].contains("teacher/VGG19: epoch 1 "), "{log}");
     assert!(!out.join("teacher/resume.safetensors").exists());
     assert!(!out.join(".lock").exists());
 }

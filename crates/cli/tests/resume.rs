@@ -121,7 +121,8 @@ fn assert_same_run(reference: &Path, other: &Path) {
     assert_eq!(names(&a), names(&b), "the two runs wrote different files");
     for (name, bytes) in &a {
         let theirs = &b[name];
-        if name.ends_with("timings.jsonl") || name.ends_with("report.md") {
+        // run.log: times, and one header per invocation.
+        if name.ends_with("timings.jsonl") || name.ends_with("report.md") || name == "run.log" {
             continue;
         }
         if name == "config.toml" {
@@ -200,6 +201,13 @@ fn a_chain_killed_five_times_and_resumed_equals_an_uninterrupted_run() {
         unique.into_iter().cloned().collect::<BTreeSet<_>>(),
         expected
     );
+    // run.log has the six runs, each under its header, and lost no line to a SIGKILL.
+    let run_log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert_eq!(
+        run_log.lines().filter(|l| l.starts_with("==== ")).count(),
+        6
+    );
+    assert_eq!(completed_epochs(&run_log), done);
 }
 
 #[test]

@@ -139,6 +139,14 @@ fn seeds_flag_and_a_shared_teacher() {
         read(dirs[1].join("forward/scratch/SVGG17/metrics.jsonl")),
         read(dirs[2].join("forward/scratch/SVGG17/metrics.jsonl"))
     );
+    // Each seed logs into its own run.log, which names its own directory only.
+    for (k, d) in dirs.iter().enumerate() {
+        let log = String::from_utf8(read(d.join("run.log"))).unwrap();
+        assert!(log.contains(&format!("seed-{k} (locked")), "{log}");
+        for other in (0..3).filter(|&j| j != k) {
+            assert!(!log.contains(&format!("seed-{other} (locked")), "{log}");
+        }
+    }
     // The seeds aggregate into one table: the teacher row is one value (shared, std 0), the
     // students show mean ± std over n = 3.
     let table = String::from_utf8(read(out.join("table.md"))).unwrap();

@@ -27,7 +27,7 @@ pub const FASHION_MNIST_DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Fashion-MNIST (Zalando): IDX files, gzip-compressed or raw.
 pub static FASHION_MNIST: DatasetInfo = DatasetInfo {
-    name: "fashion_mnist",
+    name: "fashion-mnist",
     aliases: &["fmnist"],
     shape: (1, 28, 28),
     labels: &[LabelSet::only(&FASHION_MNIST_CLASSES)],
@@ -263,7 +263,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     let ib = read_file(&ip)?;
     let lb = read_file(&lp)?;
     parse_idx_pair(
-        &format!("fashion_mnist/{}", split.as_str()),
+        &format!("fashion-mnist/{}", split.as_str()),
         &ip,
         ib,
         &lp,

@@ -75,7 +75,7 @@ impl Cifar100Labels {
 
 /// A data set, with one of its label sets: the handle of a [`DatasetInfo`] entry, which holds
 /// everything else. In configs it is written either as a string (`"stl10"`, `"cifar100"`,
-/// `"cifar100:coarse"`, `"fashion_mnist"`, `"embedded"`) or as a table
+/// `"cifar100:coarse"`, `"fashion-mnist"`, `"embedded"`) or as a table
 /// `{ kind = "cifar100", labels = "coarse" }`; it is serialised as the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DatasetKind {

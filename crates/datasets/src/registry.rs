@@ -17,10 +17,10 @@ use crate::{DatasetKind, Split, DEFAULT_DATA_DIR};
 /// Everything about one data set.
 #[derive(Debug)]
 pub struct DatasetInfo {
-    /// The canonical name: printed, serialised and used in messages (`"fashion_mnist"`).
+    /// The canonical name: printed, serialised and used in messages (`"fashion-mnist"`).
     pub name: &'static str,
     /// Other accepted names. Names are compared ignoring case, `-`, `_` and spaces, so
-    /// `fashion-mnist` needs no alias.
+    /// `fashion_mnist` and `FashionMNIST` need no alias.
     pub aliases: &'static [&'static str],
     /// Native (channels, height, width) of the images; other shapes are refused.
     pub shape: (usize, usize, usize),
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(
             names(BUILTIN),
             [
-                "fashion_mnist",
+                "fashion-mnist",
                 "embedded",
                 "stl10",
                 "cifar10",
@@ -392,15 +392,28 @@ mod tests {
         );
     }
 
-    /// Configs and run fingerprints hold this form: it must not change.
+    /// Configs and run fingerprints hold this form: it must not change. (Fashion-MNIST's
+    /// was `fashion_mnist` until its name got one spelling; that form still parses.)
     #[test]
     fn serialised_form_is_as_before_the_table() {
         use crate::Cifar100Labels;
         let json = |k: DatasetKind| serde_json::to_string(&k).unwrap();
         assert_eq!(
             json(DatasetKind::FashionMnist),
-            r#"{"kind":"fashion_mnist"}"#
+            r#"{"kind":"fashion-mnist"}"#
         );
+        for old in [
+            r#"{"kind":"fashion_mnist"}"#,
+            r#""fashion_mnist""#,
+            r#""FashionMNIST""#,
+            r#""fmnist""#,
+        ] {
+            assert_eq!(
+                serde_json::from_str::<DatasetKind>(old).unwrap(),
+                DatasetKind::FashionMnist,
+                "{old}"
+            );
+        }
         assert_eq!(json(DatasetKind::Embedded), r#"{"kind":"embedded"}"#);
         assert_eq!(json(DatasetKind::Cifar10), r#"{"kind":"cifar10"}"#);
         for (labels, name) in [

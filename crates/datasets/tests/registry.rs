@@ -288,7 +288,7 @@ fn a_name_taken_or_a_broken_entry_is_refused() {
     let e = register(entry("my_fashion", &["fmnist"], &[0.0]))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("\"fmnist\" is taken by fashion_mnist"), "{e}");
+    assert!(e.contains("\"fmnist\" is taken by fashion-mnist"), "{e}");
     let e = register(entry("two_means", &[], &[0.0, 1.0]))
         .unwrap_err()
         .to_string();

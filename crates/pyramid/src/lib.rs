@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod method;
 pub mod paper;
 pub mod plan;
+mod progress;
 pub mod report;
 pub mod resume;
 pub mod run;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ExperimentConfig, StageConfig};
 pub use plan::Plan;
-pub use run::{run_experiment, Latency, LevelResult, Results, RunOptions};
+pub use run::{run_experiment, Latency, LevelResult, Results, RunDirHook, RunOptions};
 
 /// Errors of configs, runs and reports.
 #[derive(Debug, thiserror::Error)]

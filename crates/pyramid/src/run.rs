@@ -8,6 +8,7 @@
 //! <out>/<scheme>/<method>/<MODEL>/stage1.safetensors, final.safetensors, metrics.jsonl,
 //!                                 timings.jsonl, result.json, resume.safetensors (until done)
 //! <out>/results.json, report.md
+//! <out>/run.log                (the CLI's, through `RunOptions::on_run_dir`)
 //! ```
 //! Every model carries a fingerprint of what determines it (see `fingerprint`). A level whose
 //! `result.json` has the plan's fingerprint is complete and is reused; a level with a
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
+use indicatif::MultiProgress;
 use pyramid_models::{Adapter, Model, ModelConfig, ModelId, Scheme};
 use pyramid_rng::Rng;
 use pyramid_train::fsio::{read_json, write_atomic, write_json_atomic};
@@ -48,12 +50,31 @@ pub struct RunOptions {
     pub device: Option<String>,
     /// Overrides the data root.
     pub data_dir: Option<PathBuf>,
-    pub show_progress: bool,
+    /// Where the stages draw their progress bars (it draws only on a terminal); `None`: no
+    /// bars. Log lines written while bars are shown must go through its `suspend`.
+    pub progress: Option<MultiProgress>,
     /// Redo the levels whose fingerprint differs instead of refusing to run.
     pub force: bool,
     /// Set (by a signal handler) to stop after the current batch; the run then returns
     /// `Error::Interrupted` with every completed epoch saved.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Called once the run directory is locked and its models checked against the plan,
+    /// before anything is written in it: where a caller starts its own files (the CLI's
+    /// `run.log`). A refused run (locked, mismatched) never calls it.
+    pub on_run_dir: Option<RunDirHook>,
+}
+
+/// The function of a [`RunDirHook`].
+pub type RunDirFn = dyn Fn(&Path) -> std::io::Result<()> + Send + Sync;
+
+/// A callback given the run directory (see [`RunOptions::on_run_dir`]).
+#[derive(Clone)]
+pub struct RunDirHook(pub Arc<RunDirFn>);
+
+impl std::fmt::Debug for RunDirHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunDirHook")
+    }
 }
 
 /// One trained model of the run (a level of a chain, or the teacher).
@@ -150,7 +171,7 @@ struct Ctx<'a> {
     cfg: &'a ExperimentConfig,
     data: &'a ExperimentData,
     out: PathBuf,
-    show_progress: bool,
+    progress: Option<MultiProgress>,
     device: Device,
     fingerprints: Fingerprints,
     interrupt: Option<Arc<AtomicBool>>,
@@ -189,7 +210,7 @@ impl Ctx<'_> {
             teacher,
             adapter: adapter.as_ref(),
             rng,
-            show_progress: self.show_progress,
+            progress: self.progress.as_ref(),
             resume,
             interrupt: self.interrupt.as_deref(),
             // Only the teacher must leave chance at once; a narrow student may take longer.
@@ -522,6 +543,9 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         tracing::info!("removed {}, left by a killed run", p.display());
     }
     let found = survey(&out, &fingerprints, opts.force)?;
+    if let Some(hook) = &opts.on_run_dir {
+        (hook.0)(&out).map_err(Error::io("start the run's files in", &out))?;
+    }
     let resolved =
         toml::to_string_pretty(&cfg).map_err(|e| Error::file(&out.join("config.toml"), e))?;
     write_atomic(out.join("config.toml"), resolved.as_bytes())?;
@@ -535,7 +559,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         cfg: &cfg,
         data: &data,
         out: out.clone(),
-        show_progress: opts.show_progress,
+        progress: opts.progress.clone(),
         device: device.clone(),
         fingerprints,
         interrupt: opts.interrupt.clone(),

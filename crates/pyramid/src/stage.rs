@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var, D};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 use pyramid_datasets::Loader;
 use pyramid_losses::{LossInputs, Monitor, Reduction};
 use pyramid_models::{Adapter, BlockKind, Mode, Model, Taps};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::method::TrainSet;
 use crate::plan::StagePlan;
+use crate::progress::Bar;
 use crate::Error;
 
 /// The data a stage sees.
@@ -42,7 +43,8 @@ pub struct StageRun<'a> {
     pub adapter: Option<&'a Adapter>,
     /// Dropout and any other draw of the stage.
     pub rng: Rng,
-    pub show_progress: bool,
+    /// Where the stage draws its progress bars; `None`: no bars.
+    pub progress: Option<&'a MultiProgress>,
     /// Where the stage continues from (the student already holds the snapshot's weights).
     pub resume: Option<StageSnapshot>,
     /// Set by a signal handler: the stage abandons its epoch and returns `Error::Interrupted`.
@@ -229,7 +231,9 @@ impl StageRun<'_> {
         }
     }
 
-    fn evaluate(&self, loader: &Loader, with_loss: bool) -> Result<EvalResult, Error> {
+    /// Loss and accuracy of a pass over `loader` (`what` names it on the progress bar).
+    fn evaluate(&self, loader: &Loader, with_loss: bool, what: &str) -> Result<EvalResult, Error> {
+        let bar = Bar::eval(self.progress, what, loader.num_batches() as u64);
         let mut loss_sum = 0.0;
         let mut correct = 0u64;
         let mut n = 0usize;
@@ -248,6 +252,7 @@ impl StageRun<'_> {
                 correct += count_correct(&logits, &batch.labels)?;
             }
             n += b;
+            bar.inc();
         }
         let has_logits = !with_loss || self.plan.student_logits;
         Ok(EvalResult {
@@ -260,7 +265,7 @@ impl StageRun<'_> {
     /// Test accuracy of the whole network as it is now.
     fn test_accuracy(&self, data: &StageData) -> Result<f64, Error> {
         let test = data.test.unwrap_or(data.select);
-        Ok(self.evaluate(test, false)?.acc.unwrap_or(0.0))
+        Ok(self.evaluate(test, false, "test")?.acc.unwrap_or(0.0))
     }
 
     fn interrupted(&self) -> Result<(), Error> {
@@ -288,9 +293,12 @@ impl StageRun<'_> {
         data: &StageData,
         epoch: u64,
     ) -> Result<(EvalResult, Option<EvalResult>), Error> {
-        let sel = self.evaluate(data.select, true)?;
+        let sel_name = if data.test.is_some() { "val" } else { "test" };
+        let sel = self.evaluate(data.select, true, sel_name)?;
         let test = match data.test {
-            Some(t) if self.plan.monitor == Monitor::Accuracy => Some(self.evaluate(t, true)?),
+            Some(t) if self.plan.monitor == Monitor::Accuracy => {
+                Some(self.evaluate(t, true, "test")?)
+            }
             _ => None,
         };
         for (what, r) in [("selection", Some(&sel)), ("test", test.as_ref())] {
@@ -330,6 +338,8 @@ impl StageRun<'_> {
         let separate_test = data.test.is_some();
         let sel_name = if separate_test { "val" } else { "test" };
 
+        let done = self.resume.as_ref().map_or(0, |r| r.progress.epoch);
+        let stage_bar = Bar::stage(self.progress, &self.label, &plan.schedule, done);
         let (mut p, mut best) = match &self.resume {
             Some(r) => {
                 optimizer
@@ -427,7 +437,7 @@ impl StageRun<'_> {
             let epoch = p.epoch + 1;
             let te = Instant::now();
             let lr = optimizer.lr(0);
-            let bar = self.progress(data.train.num_batches() as u64, epoch);
+            let bar = Bar::epoch(self.progress, epoch, data.train.num_batches() as u64);
             let (mut loss_sum, mut correct, mut n) = (0.0, 0u64, 0usize);
             for batch in data.train.iter(epoch) {
                 self.interrupted()?;
@@ -459,9 +469,13 @@ impl StageRun<'_> {
                     correct += count_correct(&l, &batch.labels)?;
                 }
                 n += b;
-                bar.inc(1);
+                bar.train_step(
+                    loss_sum / n as f64,
+                    plan.labels.then(|| 100.0 * correct as f64 / n as f64),
+                    n as f64 / te.elapsed().as_secs_f64().max(1e-9),
+                );
             }
-            bar.finish_and_clear();
+            drop(bar);
             self.interrupted()?;
             let train_secs = te.elapsed().as_secs_f64();
             let (sel, test) = self.evaluate_epoch(data, epoch)?;
@@ -481,6 +495,7 @@ impl StageRun<'_> {
                 self.student.restore(&best)?;
             }
             p.epoch = epoch;
+            stage_bar.set_position(epoch);
             p.images_seen += n;
             p.train_seconds += train_secs;
             p.seconds = resumed_seconds + started.elapsed().as_secs_f64();
@@ -537,6 +552,7 @@ impl StageRun<'_> {
                 te.elapsed().as_secs_f64()
             );
         }
+        drop(stage_bar);
         // Reload the selected weights (§8.2 step 8, §8.3 step 7).
         self.student.restore(&best)?;
         let (mut best_test_acc, mut last_test_acc) = (p.best_test_acc, p.last_test_acc);
@@ -585,20 +601,6 @@ impl StageRun<'_> {
             seconds,
             images_per_sec,
         }
-    }
-
-    fn progress(&self, batches: u64, epoch: u64) -> ProgressBar {
-        if !self.show_progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(batches);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} batches, {elapsed}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{} epoch {epoch}", self.label));
-        bar
     }
 
     #[allow(clippy::too_many_arguments)]
