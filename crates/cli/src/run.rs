@@ -34,6 +34,18 @@ pub struct RunArgs {
     /// fingerprint differs) instead of refusing to run.
     #[arg(long)]
     force: bool,
+    /// Run just one step of the plan: `teacher` or a level such as `forward/pyramid/SVGG17F`
+    /// (`--dry-run` lists them). The models it starts from and learns from must be complete in
+    /// the run directory. Several `--only` runs may share a run directory.
+    #[arg(long, value_name = "STEP")]
+    only: Option<String>,
+    /// Overrides the config's seed; without --out the run directory is <out_dir>/seed-<K>.
+    #[arg(long, value_name = "K")]
+    seed: Option<u64>,
+    /// With --dry-run: print the plan as JSON (run directory, steps, their predecessors and
+    /// fingerprints) for tools such as `cargo xtask slurm`.
+    #[arg(long, requires = "dry_run")]
+    json: bool,
 }
 
 /// Builds the plan and loads the data, reporting the problems of both at once: what a run
@@ -56,12 +68,26 @@ fn validate(
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let mut cfg = ExperimentConfig::from_file(&a.config)?;
+    let cfg = ExperimentConfig::from_file(&a.config)?;
     if a.dry_run {
-        if let Some(d) = &a.data_dir {
-            cfg.data.root = Some(d.clone());
+        let cfg = RunOptions {
+            out_dir: a.out.clone(),
+            data_dir: a.data_dir.clone(),
+            seed: a.seed,
+            ..Default::default()
         }
+        .resolve(&cfg);
         let (plan, data) = validate(&a.config, &cfg)?;
+        if let Some(only) = &a.only {
+            pyramid::only::predecessors(&plan, only)?;
+        }
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan_json(&cfg, &plan, &data))?
+            );
+            return Ok(());
+        }
         print!("{}", plan.to_text());
         println!(
             "data: {} train / {} test images of {}, found and read. Nothing was written.",
@@ -82,18 +108,26 @@ pub fn run(a: RunArgs) -> Result<()> {
         show_progress: !a.no_progress,
         force: a.force,
         interrupt: Some(interrupt),
+        only: a.only.clone(),
+        seed: a.seed,
     };
-    let out = opts.out_dir.clone().unwrap_or_else(|| cfg.out_dir.clone());
+    let out = opts.resolve(&cfg).out_dir;
     let results = match pyramid::run_experiment(&cfg, &opts) {
         Err(pyramid::Error::Interrupted) => {
+            let mut again = String::new();
+            if let Some(o) = &a.out {
+                again += &format!(" --out {}", o.display());
+            }
+            if let Some(s) = a.seed {
+                again += &format!(" --seed {s}");
+            }
+            if let Some(o) = &a.only {
+                again += &format!(" --only {o}");
+            }
             eprintln!(
-                "interrupted: every completed epoch is saved in {}.\nResume with: pyramid run {}{}",
+                "interrupted: every completed epoch is saved in {}.\nResume with: pyramid run {}{again}",
                 out.display(),
                 a.config.display(),
-                a.out
-                    .as_ref()
-                    .map(|o| format!(" --out {}", o.display()))
-                    .unwrap_or_default()
             );
             std::process::exit(130);
         }
@@ -106,6 +140,34 @@ pub fn run(a: RunArgs) -> Result<()> {
         out.join("results.json").display()
     );
     Ok(())
+}
+
+/// The plan as `--dry-run --json` prints it: what a scheduler needs to chain one job per step.
+fn plan_json(
+    cfg: &ExperimentConfig,
+    plan: &Plan,
+    data: &pyramid::data::ExperimentData,
+) -> serde_json::Value {
+    let fps = pyramid::fingerprint::Fingerprints::of_plan(cfg, plan, &data.identity, data.classes);
+    let steps: Vec<_> = pyramid::only::step_labels(plan)
+        .into_iter()
+        .map(|at| {
+            let needs: Vec<String> = pyramid::only::predecessors(plan, &at)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
+            let fingerprint = fps.0.get(&at).map(|f| f.hash.clone());
+            serde_json::json!({"at": at, "needs": needs, "fingerprint": fingerprint})
+        })
+        .collect();
+    serde_json::json!({
+        "name": cfg.name,
+        "dataset": cfg.data.dataset.to_string(),
+        "seed": cfg.seed,
+        "out_dir": cfg.out_dir,
+        "steps": steps,
+    })
 }
 
 #[derive(Args)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod fingerprint;
 pub mod method;
+pub mod only;
 pub mod plan;
 pub mod report;
 pub mod resume;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ExperimentConfig, StageConfig};
 pub use plan::Plan;
-pub use run::{run_experiment, Latency, LevelResult, Results, RunOptions};
+pub use run::{run_experiment, seed_dir, Latency, LevelResult, Results, RunOptions};
 
 /// Errors of configs, runs and reports.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,16 @@ pub enum Error {
     /// A signal asked the run to stop; every completed epoch is saved.
     #[error("interrupted; every completed epoch is saved, and the same command continues the run")]
     Interrupted,
+    /// `--only` names no step of the plan.
+    #[error("--only {step}: the plan has no such step; its steps are: {}", .valid.join(", "))]
+    UnknownStep { step: String, valid: Vec<String> },
+    /// `--only` names a step whose predecessors are not complete in the run directory.
+    #[error("--only {step} cannot start in {dir}:\n  {}", .missing.join("\n  "))]
+    NotReady {
+        step: String,
+        dir: String,
+        missing: Vec<String>,
+    },
     #[error("run directory {dir} is in use by another run ({holder}); wait for it or choose another --out")]
     Locked { dir: String, holder: String },
     /// Models in the run directory were trained with another config.
