@@ -81,7 +81,8 @@ SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$T/munge/munge.sock
+# cred_expire: how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=socket=$T/munge/munge.sock,cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$T/ctld

@@ -90,7 +90,11 @@ pub(crate) fn run_step(
                 Some(Found::Resumable) => "has only a resume state",
                 _ => "has not been trained",
             };
-            format!("{r} {state} (no result.json): run `--only {r}` first")
+            // The label, not the model's name: it is what `--only` takes.
+            format!(
+                "{} {state} (no result.json): run `--only {}` first",
+                r.0, r.0
+            )
         })
         .collect();
     if !missing.is_empty() {
