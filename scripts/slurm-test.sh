@@ -44,7 +44,7 @@ cleanup() {
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     alive=0
     for f in "$T/slurmd.pid" "$T/slurmctld.pid" "$T/munged.pid"; do
-      [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1
+      [ -s "$f" ] && kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null && alive=1
     done
     [ $alive = 0 ] && break
     sleep 0.5
