@@ -6,6 +6,7 @@ mod ci;
 mod data;
 mod pyramid;
 mod quickstart;
+mod slurm;
 mod tidy;
 
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ tasks:
   data fetch stl10|cifar100|cifar10 [--dir D]
                            download an official archive, verify its checksum, extract atomically
   data verify|show ...     forwarded to `pyramid data ...`
+  slurm CONFIG... [--partition P] [--gpus-per-job N] [--time T] [--seeds K] [--dry-run] [--out MANIFEST]
+                           one Slurm job per plan step, chained by dependencies (docs/distributed.md)
+  slurm status MANIFEST    each job's Slurm state and each step's progress
   tidy                     the workspace's conventions: no private paths, SAFETY comments, no unwrap in libraries, no unused dependencies
   ci [--cuda]              the CI test command; --cuda also compiles the cuda/cudnn features (docs/cuda.md)
 ";
@@ -44,6 +48,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(&rest),
         "data" => data::run(&rest),
         "ci" => ci::run(&rest),
+        "slurm" => slurm::run(&rest),
         "tidy" => tidy::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{TASKS}");

@@ -44,6 +44,18 @@ pub struct RunArgs {
     /// `seed`/`seeds`).
     #[arg(long, value_name = "N")]
     seeds: Option<u64>,
+    /// Run just one step of the plan: `teacher` or a level such as `forward/pyramid/SVGG17`
+    /// (`--dry-run` lists them). The models it starts from and learns from must be complete in
+    /// the run directory. Several `--only` runs may share a run directory.
+    #[arg(long, value_name = "STEP")]
+    only: Option<String>,
+    /// Overrides the config's seed; without --out the run directory is <out_dir>/seed-<K>.
+    #[arg(long, value_name = "K")]
+    seed: Option<u64>,
+    /// With --dry-run: print the plan as JSON (run directory, steps, their predecessors and
+    /// fingerprints) for tools such as `cargo xtask slurm`.
+    #[arg(long, requires = "dry_run")]
+    json: bool,
 }
 
 impl RunArgs {
@@ -85,14 +97,37 @@ pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
     let mut cfg = ExperimentConfig::from_file(&a.config)?;
     if let Some(n) = a.seeds {
         anyhow::ensure!(n > 0, "--seeds 0: give at least one seed");
+        anyhow::ensure!(
+            a.seed.is_none(),
+            "--seeds {n} and --seed {}: give one of them",
+            a.seed.unwrap_or_default()
+        );
         cfg.seed = 0;
         cfg.seeds = (0..n).collect();
     }
+    if a.seed.is_some() {
+        // One seed of a sweep (a Slurm array task): the config's `seeds` list gives way.
+        cfg.seeds.clear();
+    }
     if a.dry_run {
-        if let Some(d) = &a.data_dir {
-            cfg.data.root = Some(d.clone());
+        let cfg = RunOptions {
+            out_dir: a.out.clone(),
+            data_dir: a.data_dir.clone(),
+            seed: a.seed,
+            ..Default::default()
         }
+        .resolve(&cfg);
         let (plan, data) = validate(&a.config, &cfg)?;
+        if let Some(only) = &a.only {
+            pyramid::only::predecessors(&plan, only)?;
+        }
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan_json(&cfg, &plan, &data))?
+            );
+            return Ok(());
+        }
         print!("{}", plan.to_text());
         println!(
             "data: {} train / {} test images of {}, found and read. Nothing was written.",
@@ -108,15 +143,19 @@ pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
         }
         return Ok(());
     }
-    let resume = format!(
-        "pyramid run {}{}{}",
-        a.config.display(),
-        a.out
-            .as_ref()
-            .map(|o| format!(" --out {}", o.display()))
-            .unwrap_or_default(),
-        a.seeds.map(|n| format!(" --seeds {n}")).unwrap_or_default()
-    );
+    let mut resume = format!("pyramid run {}", a.config.display());
+    if let Some(o) = &a.out {
+        resume += &format!(" --out {}", o.display());
+    }
+    if let Some(n) = a.seeds {
+        resume += &format!(" --seeds {n}");
+    }
+    if let Some(k) = a.seed {
+        resume += &format!(" --seed {k}");
+    }
+    if let Some(o) = &a.only {
+        resume += &format!(" --only {o}");
+    }
     // SIGINT / SIGTERM stop the run after its current batch; a second one ends it at once.
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
@@ -134,9 +173,20 @@ pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
             let run_log = logging.run_log.clone();
             Arc::new(move |dir: &Path| run_log.start(dir))
         })),
+        only: a.only.clone(),
+        seed: None,
     };
-    // Every seed's plan and data are checked before the first one trains.
-    let runs = cfg.per_seed(a.out.as_deref());
+    // `--seed K` is one run in <out_dir>/seed-K (or --out); otherwise one run per seed of
+    // `seeds`, or the config's single run.
+    let runs = match a.seed {
+        Some(_) => vec![RunOptions {
+            out_dir: a.out.clone(),
+            seed: a.seed,
+            ..Default::default()
+        }
+        .resolve(&cfg)],
+        None => cfg.per_seed(a.out.as_deref()),
+    };
     if runs.len() > 1 {
         cfg.validate()
             .with_context(|| format!("checking {}", a.config.display()))?;
@@ -180,6 +230,34 @@ pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
         println!("{text}\nover {} seeds: {}", runs.len(), path.display());
     }
     Ok(())
+}
+
+/// The plan as `--dry-run --json` prints it: what a scheduler needs to chain one job per step.
+fn plan_json(
+    cfg: &ExperimentConfig,
+    plan: &Plan,
+    data: &pyramid::data::ExperimentData,
+) -> serde_json::Value {
+    let fps = pyramid::fingerprint::Fingerprints::of_plan(cfg, plan, &data.identity, data.classes);
+    let steps: Vec<_> = pyramid::only::step_labels(plan)
+        .into_iter()
+        .map(|at| {
+            let needs: Vec<String> = pyramid::only::predecessors(plan, &at)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
+            let fingerprint = fps.0.get(&at).map(|f| f.hash.clone());
+            serde_json::json!({"at": at, "needs": needs, "fingerprint": fingerprint})
+        })
+        .collect();
+    serde_json::json!({
+        "name": cfg.name,
+        "dataset": cfg.data.dataset.to_string(),
+        "seed": cfg.seed,
+        "out_dir": cfg.out_dir,
+        "steps": steps,
+    })
 }
 
 #[derive(Args)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod fingerprint;
 pub mod method;
+pub mod only;
 pub mod paper;
 pub mod plan;
 mod progress;
@@ -114,6 +115,24 @@ pub enum Error {
     /// A signal asked the run to stop; every completed epoch is saved.
     #[error("interrupted; every completed epoch is saved, and the same command continues the run")]
     Interrupted,
+    /// `--only` names no step of the plan.
+    #[error("--only {step}: the plan has no such step; its steps are: {}", .valid.join(", "))]
+    UnknownStep {
+        /// The step asked for.
+        step: String,
+        /// The plan's steps.
+        valid: Vec<String>,
+    },
+    /// `--only` names a step whose predecessors are not complete in the run directory.
+    #[error("--only {step} cannot start in {dir}:\n  {}", .missing.join("\n  "))]
+    NotReady {
+        /// The step asked for.
+        step: String,
+        /// The run directory.
+        dir: String,
+        /// What is missing, one line each.
+        missing: Vec<String>,
+    },
     /// Another process holds the run directory's lock.
     #[error("run directory {dir} is in use by another run ({holder}); wait for it or choose another --out")]
     Locked {

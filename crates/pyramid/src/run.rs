@@ -62,6 +62,34 @@ pub struct RunOptions {
     /// before anything is written in it: where a caller starts its own files (the CLI's
     /// `run.log`). A refused run (locked, mismatched) never calls it.
     pub on_run_dir: Option<RunDirHook>,
+    /// Run just this step of the plan (`teacher` or a level's label such as
+    /// `forward/pyramid/SVGG17`), from the checkpoints its predecessors left in the run
+    /// directory. Several such runs may work in one run directory at once.
+    pub only: Option<String>,
+    /// Overrides the config's seed; without `out_dir`, the run directory becomes
+    /// `<out_dir>/seed-<seed>` (one directory per seed of a sweep).
+    pub seed: Option<u64>,
+}
+
+impl RunOptions {
+    /// The config as this run uses it: `cfg` with the options' overrides applied.
+    pub fn resolve(&self, cfg: &ExperimentConfig) -> ExperimentConfig {
+        let mut cfg = cfg.clone();
+        if let Some(s) = self.seed {
+            cfg.seed = s;
+            cfg.out_dir = ExperimentConfig::seed_dir(&cfg.out_dir, s);
+        }
+        if let Some(o) = &self.out_dir {
+            cfg.out_dir = o.clone();
+        }
+        if let Some(d) = &self.device {
+            cfg.device = d.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data.root = Some(d.clone());
+        }
+        cfg
+    }
 }
 
 /// The function of a [`RunDirHook`].
@@ -167,14 +195,14 @@ pub struct Results {
     pub wall_seconds: f64,
 }
 
-struct Ctx<'a> {
-    cfg: &'a ExperimentConfig,
-    data: &'a ExperimentData,
-    out: PathBuf,
-    progress: Option<MultiProgress>,
-    device: Device,
-    fingerprints: Fingerprints,
-    interrupt: Option<Arc<AtomicBool>>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a ExperimentConfig,
+    pub(crate) data: &'a ExperimentData,
+    pub(crate) out: PathBuf,
+    pub(crate) progress: Option<MultiProgress>,
+    pub(crate) device: Device,
+    pub(crate) fingerprints: Fingerprints,
+    pub(crate) interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Ctx<'_> {
@@ -380,13 +408,13 @@ impl EpochSink for LevelSink {
 
 /// The trained models the remaining steps still need, loaded on first use and dropped after
 /// their last.
-struct Models {
+pub(crate) struct Models {
     loaded: BTreeMap<ModelRef, Model>,
     last_use: BTreeMap<ModelRef, usize>,
 }
 
 impl Models {
-    fn new(plan: &Plan) -> Self {
+    pub(crate) fn new(plan: &Plan) -> Self {
         let mut last_use = BTreeMap::new();
         for (i, s) in plan.steps.iter().enumerate() {
             for r in s.teacher.iter().chain(std::iter::once(&s.init.from)) {
@@ -428,7 +456,7 @@ impl Models {
 }
 
 /// What the run directory already holds for one model of the plan.
-enum Found {
+pub(crate) enum Found {
     Nothing,
     Complete,
     Resumable,
@@ -436,7 +464,7 @@ enum Found {
 
 /// Compares every model of the plan with what the run directory holds. Returns what each
 /// holds, or (without `force`) every mismatch at once, before anything is written.
-fn survey(
+pub(crate) fn survey(
     out: &Path,
     ctx_fps: &Fingerprints,
     force: bool,
@@ -501,16 +529,7 @@ fn survey(
 /// Runs (or resumes) the experiment and returns its results.
 pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Results, Error> {
     let started = Instant::now();
-    let mut cfg = cfg.clone();
-    if let Some(o) = &opts.out_dir {
-        cfg.out_dir = o.clone();
-    }
-    if let Some(d) = &opts.device {
-        cfg.device = d.clone();
-    }
-    if let Some(d) = &opts.data_dir {
-        cfg.data.root = Some(d.clone());
-    }
+    let cfg = opts.resolve(cfg);
     let device = crate::device_from_str(&cfg.device)?;
     // Plan and data are both checked before anything is written, and their problems reported
     // together: a bad data file leaves the run directory as it was.
@@ -536,6 +555,18 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         data.classes
     );
     let fingerprints = Fingerprints::of_plan(&cfg, &plan, &data.identity, data.classes);
+    if let Some(only) = &opts.only {
+        return crate::only::run_step(
+            &cfg,
+            &plan,
+            &data,
+            fingerprints,
+            device,
+            opts,
+            only,
+            started,
+        );
+    }
     let out = cfg.out_dir.clone();
     let lock = RunLock::acquire(&out)?;
     let stale = pyramid_fsio::remove_temp_files(&out)?;
@@ -564,19 +595,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
         fingerprints,
         interrupt: opts.interrupt.clone(),
     };
-    let header = Results {
-        name: cfg.name.clone(),
-        dataset: cfg.data.dataset.to_string(),
-        seed: cfg.seed,
-        device: cfg.device.clone(),
-        model_options: Some(cfg.model.options(data.classes)),
-        train_images: data.train_len,
-        test_images: data.test_len,
-        stage1_unlabeled_images: cfg.data.stage1_unlabeled,
-        methods: plan.methods.clone(),
-        data: Some(data.identity.clone()),
-        ..Default::default()
-    };
+    let header = results_header(&cfg, &plan, &data);
     let is_complete = |at: &ModelRef| matches!(found.get(&at.0), Some(Found::Complete));
     let mut models = Models::new(&plan);
     if is_complete(&ModelRef::teacher()) {
@@ -602,8 +621,33 @@ pub fn run_experiment(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Resul
     save_results(&out, &header, started)
 }
 
+/// The run-wide fields of `results.json`.
+pub(crate) fn results_header(
+    cfg: &ExperimentConfig,
+    plan: &Plan,
+    data: &ExperimentData,
+) -> Results {
+    Results {
+        name: cfg.name.clone(),
+        dataset: cfg.data.dataset.to_string(),
+        seed: cfg.seed,
+        device: cfg.device.clone(),
+        model_options: Some(cfg.model.options(data.classes)),
+        train_images: data.train_len,
+        test_images: data.test_len,
+        stage1_unlabeled_images: cfg.data.stage1_unlabeled,
+        methods: plan.methods.clone(),
+        data: Some(data.identity.clone()),
+        ..Default::default()
+    }
+}
+
 /// Gathers every level's `result.json` under `out` into `results.json` and `report.md`.
-fn save_results(out: &Path, header: &Results, started: Instant) -> Result<Results, Error> {
+pub(crate) fn save_results(
+    out: &Path,
+    header: &Results,
+    started: Instant,
+) -> Result<Results, Error> {
     let mut r = Results::collect(out, header)?;
     r.wall_seconds = started.elapsed().as_secs_f64();
     write_json_atomic(out.join("results.json"), &r)?;
@@ -787,7 +831,7 @@ fn run_stages(
     Ok((outcomes, sink))
 }
 
-fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
+pub(crate) fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
     let at = ModelRef::teacher();
     let dir = ctx.dir(&at);
     let device = &ctx.device;
@@ -873,7 +917,7 @@ fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
 }
 
 /// Trains one level of the plan: its student from `init.from`, then its stages in order.
-fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, Error> {
+pub(crate) fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Result<Model, Error> {
     let dir = ctx.dir(&step.at);
     let id = ModelId::parse(&step.model, step.scheme)?;
     let (student, inh) = Model::inherit(models.get(ctx, &step.init.from)?, id, ctx.cfg.seed)?;
