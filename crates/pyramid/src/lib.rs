@@ -3,6 +3,8 @@
 //! checkpoints, per-epoch metrics, `results.json` and a `report.md` in the shape of the paper's
 //! tables (docs/method.md §10–§11).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod data;
 pub mod fingerprint;

@@ -108,23 +108,35 @@ impl std::fmt::Debug for RunDirHook {
 /// One trained model of the run (a level of a chain, or the teacher).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelResult {
+    /// The model's name (`VGG19`, `SVGG14`, `SVGG14B`, …).
     pub model: String,
+    /// `forward` or `backward`; `-` for the teacher.
     pub scheme: String,
     /// `teacher`, or the method's config name (`pyramid`, `fitnet`, ...).
     pub method: String,
+    /// 0 for the teacher, else 1 (SVGG17) … 5 (SVGG5).
     pub level: usize,
+    /// Trainable parameters.
     pub params: usize,
+    /// Multiply-accumulates of one forward pass of one image.
     pub macs: u64,
+    /// Convolution layers.
     pub convs: usize,
+    /// Fully connected layers.
     pub fcs: usize,
     /// Test accuracy (%) of the selected weights.
     pub best_test_acc: f64,
     /// Test accuracy (%) at the last epoch of the last stage.
     pub last_test_acc: f64,
+    /// Every stage as it ended, in order.
     pub stages: Vec<StageOutcome>,
+    /// Parameters inherited from the model it started from.
     pub inherited_params: usize,
+    /// Parameters initialised afresh.
     pub fresh_params: usize,
+    /// Seconds of training over every invocation (a timing).
     pub wall_seconds: f64,
+    /// The final weights' file, relative to the model's folder.
     pub checkpoint: String,
     /// The model that taught it (its run-directory path), if any.
     #[serde(default)]
@@ -139,6 +151,7 @@ pub struct LevelResult {
     #[serde(default)]
     pub fingerprint: Option<String>,
     #[serde(default)]
+    /// What the fingerprint was computed from (seed, data, model, stages, predecessors).
     pub inputs: Option<serde_json::Value>,
     /// Signs that the model did not learn (a stage stuck at its start, a teacher at chance).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -170,12 +183,19 @@ pub struct Latency {
 /// Every result of a run (`results.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
+    /// The config's `name`.
     pub name: String,
+    /// The data set's canonical name.
     pub dataset: String,
+    /// The seed of every model of the run.
     pub seed: u64,
+    /// The device the run trained on.
     pub device: String,
+    /// Input size, width, channels, batch norm and classes of every model.
     pub model_options: Option<pyramid_models::ModelOptions>,
+    /// Training images (after any per-class subset).
     pub train_images: usize,
+    /// Test images (after any per-class subset).
     pub test_images: usize,
     /// Unlabeled images added to every distillation stage 1 (`[data] stage1_unlabeled`).
     #[serde(default)]
@@ -186,12 +206,15 @@ pub struct Results {
     /// What the run trains on: data settings, split sizes and content hashes.
     #[serde(default)]
     pub data: Option<DataIdentity>,
+    /// The teacher, when trained or loaded in this run directory.
     pub teacher: Option<LevelResult>,
+    /// Every completed level, sorted by scheme, method and level.
     pub levels: Vec<LevelResult>,
     /// Models found in the run directory that belong to another config (another seed, data
     /// or model): left out of the tables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<String>,
+    /// Seconds of this invocation (a timing).
     pub wall_seconds: f64,
 }
 

@@ -22,6 +22,7 @@ use crate::Error;
 
 /// The data a stage sees.
 pub struct StageData<'a> {
+    /// The training images, shuffled and augmented per epoch.
     pub train: &'a Loader,
     /// The set that drives model selection and the schedule (test, or a held-out val slice).
     pub select: &'a Loader,
@@ -36,8 +37,11 @@ type ParamGroups = Vec<(String, Vec<(String, Var)>)>;
 pub struct StageRun<'a> {
     /// For logs, e.g. "forward/pyramid/SVGG14 stage 1".
     pub label: String,
+    /// What the stage trains, with which loss, optimiser and schedule.
     pub plan: &'a StagePlan,
+    /// The model being trained.
     pub student: &'a Model,
+    /// The model it learns from, when the loss reads one.
     pub teacher: Option<&'a Model>,
     /// The FitNet regressor, when the plan's feature pair has one.
     pub adapter: Option<&'a Adapter>,
@@ -61,23 +65,34 @@ pub struct StageRun<'a> {
 pub struct StageProgress {
     /// Completed epochs (0: the initial evaluation is done).
     pub epoch: u64,
+    /// The schedule's state (learning rate, plateau counters).
     pub schedule: Schedule,
+    /// Epoch of the selected weights (0 = the stage's starting weights).
     pub best_epoch: u64,
+    /// Monitored metric of the selected weights.
     pub best_metric: f64,
+    /// Test accuracy (%) of the selected weights.
     pub best_test_acc: Option<f64>,
+    /// Test accuracy (%) after the last completed epoch.
     pub last_test_acc: Option<f64>,
     /// The monitored metric of the initial evaluation, and whether any epoch changed it.
     pub initial_metric: f64,
+    /// Whether any epoch changed the monitored metric.
     pub metric_moved: bool,
+    /// Training images processed so far.
     pub images_seen: usize,
+    /// Seconds spent in training steps so far.
     pub train_seconds: f64,
+    /// Seconds spent in the stage so far, evaluations included.
     pub seconds: f64,
 }
 
 /// [`StageProgress`] with the tensors it needs.
 #[derive(Debug, Clone)]
 pub struct StageSnapshot {
+    /// The bookkeeping.
     pub progress: StageProgress,
+    /// The optimiser's buffers and step counts.
     pub optimizer: OptimizerState,
     /// The selected weights; `None` when they are the current ones.
     pub best: Option<Vec<(String, Tensor)>>,
@@ -87,21 +102,27 @@ pub struct StageSnapshot {
 
 /// What a stage reports at the end of every epoch (the initial evaluation is epoch 0).
 pub struct EpochDone {
+    /// Everything needed to continue after this epoch.
     pub snapshot: StageSnapshot,
+    /// The epoch's losses and accuracies (`metrics.jsonl`).
     pub metrics: EpochMetrics,
+    /// The epoch's wall-clock figures (`timings.jsonl`).
     pub timing: EpochTiming,
 }
 
 /// Receives every completed epoch before the stage logs it, so that an epoch reported as done
 /// is one a resumed run never redoes.
 pub trait EpochSink {
+    /// Persists `done` (and the student's weights) before the stage logs the epoch.
     fn epoch_done(&mut self, student: &Model, done: EpochDone) -> Result<(), Error>;
 }
 
 /// What a stage produced. Accuracies in percent; hint losses per sample (Σ squared error / N).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageOutcome {
+    /// 1 or 2 (the teacher's and Scratch's single stage count as 2).
     pub stage: u32,
+    /// The loss, as `LossSpec::describe` names it.
     pub loss: String,
     /// Training epochs run (the initial evaluation is epoch 0).
     pub epochs: u64,
@@ -109,13 +130,17 @@ pub struct StageOutcome {
     pub best_epoch: u64,
     /// Monitored metric of the selected weights.
     pub best_metric: f64,
+    /// `loss` (lower is better) or `accuracy` (higher is better).
     pub monitored: String,
     /// Test accuracy of the selected weights (for a hint stage: of the whole network after it).
     pub best_test_acc: Option<f64>,
     /// Test accuracy of the weights at the last epoch, before the best ones were reloaded.
     pub last_test_acc: Option<f64>,
+    /// Why the stage ended (schedule's stop rule, epoch cap).
     pub stop: Option<StopReason>,
+    /// Seconds of the stage.
     pub seconds: f64,
+    /// Training images per second.
     pub images_per_sec: f64,
     /// Signs that the stage did not learn (see `StageRun::run`); also logged as warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -134,9 +134,11 @@ pub struct Cell {
     pub method: String,
     /// The seeds that have this model, ascending, and their run directories.
     pub seeds: Vec<u64>,
+    /// The run directory of each seed, aligned with `seeds`.
     pub dirs: Vec<PathBuf>,
     /// Best-epoch and last-epoch test accuracy (%), one value per seed.
     pub best: Stats,
+    /// Last-epoch test accuracy (%), one value per seed.
     pub last: Stats,
     /// Whether any seed's model has warnings (signs that it did not learn).
     pub warned: bool,
@@ -159,6 +161,7 @@ impl Cell {
 pub struct RowLatency {
     /// The device(s) timed on, comma-separated.
     pub device: String,
+    /// Images per second.
     pub images_per_sec: Stats,
     /// Seconds per 13,000 images (the paper's Figure-3 unit at 96×96 input).
     pub seconds_per_13000: Stats,
@@ -173,6 +176,7 @@ pub struct Row {
     pub level: usize,
     /// Parameters and multiply-accumulates of the model.
     pub params: usize,
+    /// Multiply-accumulates of one image's forward pass.
     pub macs: u64,
     /// Measured inference speed, when any of its results has one.
     pub latency: Option<RowLatency>,
@@ -188,9 +192,11 @@ pub struct Row {
 pub struct Group {
     /// The experiment's name and data set.
     pub name: String,
+    /// The group's data set.
     pub dataset: String,
     /// Ascending, and their directories in the same order.
     pub seeds: Vec<u64>,
+    /// The run directory of each seed, aligned with `seeds`.
     pub dirs: Vec<PathBuf>,
     /// The group's identity ([`identity`] of its first run).
     pub identity: Value,
@@ -208,6 +214,7 @@ pub struct Table {
     pub group: usize,
     /// The group's data set, and the scheme of every row.
     pub dataset: String,
+    /// The scheme of every row.
     pub scheme: Scheme,
     /// Method config names.
     pub columns: Vec<String>,
