@@ -2,6 +2,7 @@
 
 mod data;
 mod inspect;
+mod latency;
 mod run;
 
 use anyhow::Result;
@@ -33,6 +34,10 @@ enum Command {
     Eval(run::EvalArgs),
     /// Data sets: fetch official archives, verify files on disk, show samples.
     Data(data::DataArgs),
+    /// Time inference of VGG19 and every level (the paper's Figure 3) with fresh weights.
+    Latency(latency::LatencyArgs),
+    /// Redraw a run directory's figures (and report.md), optionally Figure 3 from a latency file.
+    Figures(latency::FiguresArgs),
 }
 
 fn main() {
@@ -63,5 +68,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => run::check(args),
         Command::Eval(args) => run::eval(args),
         Command::Data(args) => data::run(args),
+        Command::Latency(args) => latency::run(args),
+        Command::Figures(args) => latency::figures(args),
     }
 }

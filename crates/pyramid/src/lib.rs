@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod data;
+pub mod figures;
 pub mod fingerprint;
+pub mod latency;
 pub mod method;
 pub mod plan;
 pub mod report;
@@ -42,6 +44,12 @@ pub enum Error {
         #[source]
         source: pyramid_train::TrainError,
     },
+    /// A latency measurement that cannot be made (an empty budget).
+    #[error("latency: {0}")]
+    Latency(String),
+    /// A figure could not be drawn.
+    #[error("figure {}: {message}", path.display())]
+    Figure { path: PathBuf, message: String },
     #[error("bad device `{spec}`: {message}")]
     Device { spec: String, message: String },
     /// Every problem of a plan, one per line.
