@@ -105,7 +105,6 @@ struct Panel {
     series: Vec<Series>,
     /// Vertical dashed lines (stage boundaries) with their labels.
     vlines: Vec<(f64, String)>,
-    legend: SeriesLabelPosition,
     /// Fixed x range (else from the data).
     x_range: Option<(f64, f64)>,
     /// Fixed x ticks (else 1-2-5 steps).
@@ -206,7 +205,7 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
-/// Tick values in `[lo, hi]`: steps of 1, 2 or 5 × 10^k (about six of them) on a linear axis;
+/// Tick values in `[lo, hi]`: steps of 1, 2 or 5 × 10^k (four to eight of them) on a linear axis;
 /// 1, 2, 5 × 10^k on a log axis (1–9 × 10^k when that gives fewer than three).
 fn ticks(lo: f64, hi: f64, log: bool, kind: Ticks) -> Vec<f64> {
     let inside = |v: &f64| *v >= lo - 1e-12 * lo.abs() && *v <= hi + 1e-12 * hi.abs();
@@ -226,7 +225,7 @@ fn ticks(lo: f64, hi: f64, log: bool, kind: Ticks) -> Vec<f64> {
         }
         return v;
     }
-    let raw = (hi - lo) / 6.0;
+    let raw = (hi - lo) / 8.0;
     if !(raw > 0.0 && raw.is_finite()) {
         return vec![lo];
     }
@@ -284,6 +283,37 @@ impl<R: Ranged<ValueType = f64>> Ranged for Keyed<R> {
 }
 
 impl Panel {
+    fn labels(&self) -> usize {
+        self.series.iter().filter(|s| s.label.is_some()).count()
+    }
+
+    /// Where the legend covers the fewest points and lines, and whether it still covers
+    /// some; None without labelled series.
+    fn legend_corner(
+        &self,
+        (x0, x1): (f64, f64),
+        (y0, y1): (f64, f64),
+    ) -> Option<(SeriesLabelPosition, bool)> {
+        let n = self.labels();
+        if n == 0 {
+            return None;
+        }
+        let unit = |v: f64, lo: f64, hi: f64, log: bool| {
+            if log {
+                (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (v - lo) / (hi - lo)
+            }
+        };
+        let pts: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| densify(&s.points, s.line))
+            .map(|(x, y)| (unit(x, x0, x1, self.x_log), unit(y, y0, y1, self.y_log)))
+            .collect();
+        Some(emptiest_corner(&pts, n))
+    }
+
     fn values(&self, y: bool) -> impl Iterator<Item = f64> + '_ {
         self.series
             .iter()
@@ -295,7 +325,24 @@ impl Panel {
         let (x0, x1) = self
             .x_range
             .unwrap_or_else(|| range(self.values(false), self.x_log));
-        let (y0, y1) = range(self.values(true), self.y_log);
+        let (y0, mut y1) = range(self.values(true), self.y_log);
+        let legend = self.legend_corner((x0, x1), (y0, y1));
+        if let Some((_, true)) = legend {
+            // No corner is free: raise the top so the data leaves the legend a band above it.
+            let keep = 1.0 - legend_height(self.labels());
+            y1 = if self.y_log {
+                y0 * (y1 / y0).powf(1.0 / keep)
+            } else {
+                y0 + (y1 - y0) / keep
+            };
+        }
+        let legend = legend.map(|(corner, crowded)| {
+            if crowded {
+                SeriesLabelPosition::UpperLeft
+            } else {
+                corner
+            }
+        });
         let xk = self
             .x_keys
             .clone()
@@ -311,10 +358,10 @@ impl Panel {
         };
         let y = (y0, y1);
         match (self.x_log, self.y_log) {
-            (false, false) => self.draw_in(area, lin(x0, x1, xk), lin(y0, y1, yk), y),
-            (true, false) => self.draw_in(area, log(x0, x1, xk), lin(y0, y1, yk), y),
-            (false, true) => self.draw_in(area, lin(x0, x1, xk), log(y0, y1, yk), y),
-            (true, true) => self.draw_in(area, log(x0, x1, xk), log(y0, y1, yk), y),
+            (false, false) => self.draw_in(area, lin(x0, x1, xk), lin(y0, y1, yk), y, legend),
+            (true, false) => self.draw_in(area, log(x0, x1, xk), lin(y0, y1, yk), y, legend),
+            (false, true) => self.draw_in(area, lin(x0, x1, xk), log(y0, y1, yk), y, legend),
+            (true, true) => self.draw_in(area, log(x0, x1, xk), log(y0, y1, yk), y, legend),
         }
     }
 
@@ -324,6 +371,7 @@ impl Panel {
         x: X,
         y: Y,
         (y0, y1): (f64, f64),
+        legend: Option<SeriesLabelPosition>,
     ) -> Result<(), String>
     where
         DB: DrawingBackend,
@@ -405,40 +453,39 @@ impl Panel {
                 labelled = true;
                 let (dashed, line, marker) = (s.dashed, s.line, s.marker);
                 ann.label(label).legend(move |(lx, ly)| {
-                    let (a, b) = if dashed {
-                        (vec![(0, 0), (8, 0)], vec![(13, 0), (22, 0)])
-                    } else {
-                        (vec![(0, 0), (11, 0)], vec![(11, 0), (22, 0)])
-                    };
-                    let ls = if line {
-                        style
-                    } else {
-                        TRANSPARENT.stroke_width(1)
-                    };
                     let hidden = TRANSPARENT.stroke_width(1);
-                    let (radius, ring) = match marker {
-                        Marker::Dot => (4, c.filled()),
-                        Marker::Ring => (5, c.stroke_width(2)),
-                        Marker::Cross | Marker::None => (0, hidden),
+                    let ls = if line { style } else { hidden };
+                    let segments = if dashed {
+                        [(0, 6), (9, 15), (18, 24)]
+                    } else {
+                        [(0, 8), (8, 16), (16, 24)]
                     };
-                    let cross = if marker == Marker::Cross {
+                    let [a, b, d] =
+                        segments.map(|(u, v)| PathElement::new(vec![(u, 0), (v, 0)], ls));
+                    let (radius, ring) = match (line, marker) {
+                        (false, Marker::Dot) => (4, c.filled()),
+                        (false, Marker::Ring) => (5, c.stroke_width(2)),
+                        _ => (0, hidden),
+                    };
+                    let cross = if !line && marker == Marker::Cross {
                         c.stroke_width(3)
                     } else {
                         hidden
                     };
                     EmptyElement::at((lx, ly))
-                        + PathElement::new(a, ls)
-                        + PathElement::new(b, ls)
-                        + Circle::new((11, 0), radius, ring)
-                        + PathElement::new(vec![(6, -5), (16, 5)], cross)
-                        + PathElement::new(vec![(6, 5), (16, -5)], cross)
+                        + a
+                        + b
+                        + d
+                        + Circle::new((12, 0), radius, ring)
+                        + PathElement::new(vec![(7, -5), (17, 5)], cross)
+                        + PathElement::new(vec![(7, 5), (17, -5)], cross)
                 });
             }
         }
-        if labelled {
+        if let (true, Some(position)) = (labelled, legend) {
             chart
                 .configure_series_labels()
-                .position(self.legend.clone())
+                .position(position)
                 .label_font((FONT, 14))
                 .background_style(WHITE.mix(0.9))
                 .border_style(RGBColor(180, 180, 180))
@@ -448,6 +495,50 @@ impl Panel {
         }
         Ok(())
     }
+}
+
+/// The points of a series with nine more between neighbours of a line, so that a legend
+/// placed to avoid the points also avoids the lines between them.
+fn densify(points: &[(f64, f64)], line: bool) -> Vec<(f64, f64)> {
+    let mut v = points.to_vec();
+    if line {
+        for w in points.windows(2) {
+            let ((a, b), (c, d)) = (w[0], w[1]);
+            v.extend((1..10).map(|i| {
+                let t = i as f64 / 10.0;
+                (a + (c - a) * t, b + (d - b) * t)
+            }));
+        }
+    }
+    v
+}
+
+/// The fraction of a panel's height a legend of `labels` entries takes (with its margin).
+fn legend_height(labels: usize) -> f64 {
+    (0.07 + 0.055 * labels as f64).min(0.9)
+}
+
+/// The corner of the plot (in unit coordinates, y up) whose legend-sized box covers the fewest
+/// of `pts`, and whether it covers any; ties go to the upper left.
+fn emptiest_corner(pts: &[(f64, f64)], labels: usize) -> (SeriesLabelPosition, bool) {
+    let (w, h) = (0.42, legend_height(labels));
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, 0.0, 1.0 - h),
+        (SeriesLabelPosition::UpperRight, 1.0 - w, 1.0 - h),
+        (SeriesLabelPosition::LowerRight, 1.0 - w, 0.0),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
+    ];
+    corners
+        .into_iter()
+        .map(|(c, x, y)| {
+            let covered = pts
+                .iter()
+                .filter(|p| p.0 >= x && p.0 <= x + w && p.1 >= y && p.1 <= y + h)
+                .count();
+            (c, covered)
+        })
+        .min_by_key(|c| c.1)
+        .map_or((SeriesLabelPosition::UpperLeft, false), |(c, n)| (c, n > 0))
 }
 
 impl Layout {
@@ -627,7 +718,6 @@ pub fn figure3(
         y_ticks: Ticks::Plain,
         series,
         vlines: Vec::new(),
-        legend: SeriesLabelPosition::UpperLeft,
         x_range: Some((3.5, 20.5)),
         x_keys: Some(LEVEL_DEPTHS.iter().map(|&d| d as f64).collect()),
     };
@@ -762,7 +852,6 @@ fn accuracy_figure(r: &Results, by_macs: bool) -> Option<Layout> {
         y_ticks: Ticks::Plain,
         series,
         vlines: Vec::new(),
-        legend: SeriesLabelPosition::LowerRight,
         x_range: None,
         x_keys: None,
     };
@@ -813,7 +902,7 @@ fn curve_panels(name: &str, metrics: &[EpochMetrics], color: RGBColor) -> [Panel
         }
     }
     let x_range = Some((0.0, last_x.max(1.0)));
-    let mk = |y_desc: &str, pts: Vec<(f64, f64)>, log: bool, legend| Panel {
+    let mk = |y_desc: &str, pts: Vec<(f64, f64)>, log: bool| Panel {
         title: name.to_string(),
         x_desc: "Epoch (stages in sequence)".into(),
         y_desc: y_desc.into(),
@@ -835,18 +924,12 @@ fn curve_panels(name: &str, metrics: &[EpochMetrics], color: RGBColor) -> [Panel
             line: true,
         }],
         vlines: vlines.clone(),
-        legend,
         x_range,
         x_keys: None,
     };
     let loss_log = spans(loss.iter().map(|p| p.1), 1.0);
     [
-        mk(
-            "Test accuracy (%)",
-            acc,
-            false,
-            SeriesLabelPosition::LowerRight,
-        ),
+        mk("Test accuracy (%)", acc, false),
         mk(
             if loss_log {
                 "Train loss (log scale)"
@@ -855,7 +938,6 @@ fn curve_panels(name: &str, metrics: &[EpochMetrics], color: RGBColor) -> [Panel
             },
             loss,
             loss_log,
-            SeriesLabelPosition::UpperRight,
         ),
     ]
 }
