@@ -24,7 +24,7 @@ use crate::Error;
 static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const FONT: &str = "sans-serif";
 
-/// The paper's Figure 3 (METHOD.md §11.3): seconds to classify 13,000 96×96 images on the
+/// The paper's Figure 3 (its plotted coordinates): seconds to classify 13,000 96×96 images on the
 /// authors' GPU, per depth label 19, 17, 14, 11, 8, 5.
 pub const PAPER_FIGURE3: [(usize, f64, f64); 6] = [
     // (depth, forward s, backward s)
