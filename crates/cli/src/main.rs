@@ -2,6 +2,7 @@
 
 mod data;
 mod inspect;
+mod latency;
 mod log;
 mod run;
 mod table;
@@ -37,6 +38,10 @@ enum Command {
     Data(data::DataArgs),
     /// Accuracy tables in the paper's layout from run directories, with mean ± std over seeds.
     Table(table::TableArgs),
+    /// Time inference of VGG19 and every level (the paper's Figure 3) with fresh weights.
+    Latency(latency::LatencyArgs),
+    /// Redraw a run directory's figures (and report.md), optionally Figure 3 from a latency file.
+    Figures(latency::FiguresArgs),
 }
 
 fn main() {
@@ -65,6 +70,8 @@ fn run(cli: Cli, logging: &log::Logging) -> Result<()> {
         Command::Eval(args) => run::eval(args),
         Command::Data(args) => data::run(args, logging),
         Command::Table(args) => table::run(args),
+        Command::Latency(args) => latency::run(args),
+        Command::Figures(args) => latency::figures(args),
     }
 }
 

@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod data;
+pub mod figures;
 pub mod fingerprint;
+pub mod latency;
 pub mod method;
 pub mod only;
 pub mod paper;
@@ -62,6 +64,17 @@ pub enum Error {
         /// The training-toolkit error.
         #[source]
         source: pyramid_train::TrainError,
+    },
+    /// A latency measurement that cannot be made (an empty budget).
+    #[error("latency: {0}")]
+    Latency(String),
+    /// A figure could not be drawn.
+    #[error("figure {}: {message}", path.display())]
+    Figure {
+        /// The figure's file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
     },
     /// A device string (config `device`, `--device`) that cannot be parsed or opened.
     #[error("bad device `{spec}`: {message}")]

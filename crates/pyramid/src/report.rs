@@ -122,6 +122,22 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
+/// The report's figures section: each figure's PNG embedded, with a link to its SVG (paths
+/// relative to the run directory, where `report.md` lies). Empty when there are none.
+pub fn figures_section(figures: &[crate::figures::Figure]) -> String {
+    if figures.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n## Figures\n\n");
+    for f in figures {
+        s.push_str(&format!(
+            "### {}\n\n![{}](figures/{}.png)\n\n[SVG](figures/{}.svg)\n\n",
+            f.title, f.title, f.name, f.name
+        ));
+    }
+    s
+}
+
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     c.next()

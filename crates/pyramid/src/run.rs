@@ -33,13 +33,15 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ExperimentConfig, OnDegenerate, TeacherConfig};
 use crate::data::ExperimentData;
 use crate::fingerprint::{DataIdentity, Fingerprint, Fingerprints, CHECKPOINT_KEY};
+use crate::latency::Budget;
+pub use crate::latency::Latency;
 use crate::method::ModelRef;
 use crate::plan::{Images, LevelPlan, Plan, StagePlan};
-use crate::report;
 use crate::resume::{self, LevelProgress};
 use crate::rundir::RunLock;
 use crate::stage::{EpochDone, EpochSink, StageData, StageOutcome, StageRun, StageSnapshot};
 use crate::Error;
+use crate::{figures, latency, report};
 
 /// Command-line level knobs of a run.
 #[derive(Debug, Clone, Default)]
@@ -160,24 +162,6 @@ pub struct LevelResult {
     /// `wall_seconds`: not part of what a resumed run must reproduce bit for bit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
-}
-
-/// Inference speed of one model: batches of `batch_size` images at `input_size`², timed after
-/// warm-up batches; the median batch gives images/s and the paper's Figure-3 unit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// The device it was timed on (`cpu`, `cuda:0`).
-    pub device: String,
-    pub input_size: usize,
-    pub batch_size: usize,
-    /// Timed batches (after the warm-up ones).
-    pub repeats: usize,
-    /// Median seconds per batch.
-    pub median_batch_seconds: f64,
-    pub images_per_sec: f64,
-    /// Seconds to classify 13,000 images at `input_size`² at that speed: Figure 3's unit when
-    /// `input_size` is 96.
-    pub seconds_per_13000: f64,
 }
 
 /// Every result of a run (`results.json`).
@@ -311,6 +295,20 @@ impl Ctx<'_> {
             ));
         }
         Ok(Model::load(&path, &self.device)?)
+    }
+
+    /// The inference speed of a finished model at the run's evaluation batch size: a timing
+    /// (no weights, logs or draws change), so it is not part of what a resume reproduces.
+    fn latency(&self, model: &Model) -> Result<Latency, Error> {
+        let l = latency::measure(model, &Budget::run(self.cfg.data.eval_batch_size))?;
+        tracing::info!(
+            "{}: {:.0} images/s at batch {} ({:.2} s per 13,000 images)",
+            model.id(),
+            l.images_per_sec,
+            l.batch_size,
+            l.seconds_per_13000
+        );
+        Ok(l)
     }
 
     fn on_degenerate(&self, at: &ModelRef, warnings: &[String]) -> Result<(), Error> {
@@ -674,7 +672,9 @@ pub(crate) fn save_results(
     let mut r = Results::collect(out, header)?;
     r.wall_seconds = started.elapsed().as_secs_f64();
     write_json_atomic(out.join("results.json"), &r)?;
-    write_atomic(out.join("report.md"), report::markdown(&r).as_bytes())?;
+    let made = figures::render(out, &r)?;
+    let text = report::markdown(&r) + &report::figures_section(&made);
+    write_atomic(out.join("report.md"), text.as_bytes())?;
     Ok(r)
 }
 
@@ -930,6 +930,7 @@ pub(crate) fn obtain_teacher(ctx: &Ctx, plan: &Plan) -> Result<Model, Error> {
     r.fingerprint = Some(fp.hash.clone());
     r.inputs = Some(fp.inputs.clone());
     ctx.on_degenerate(&at, &r.warnings)?;
+    r.latency = Some(ctx.latency(&model)?);
     // Written last: it marks the teacher complete.
     write_json_atomic(dir.join("result.json"), &r)?;
     if let Some(sink) = sink {
@@ -973,6 +974,7 @@ pub(crate) fn run_level(ctx: &Ctx, models: &mut Models, step: &LevelPlan) -> Res
     let fp = ctx.fingerprint(&step.at);
     r.fingerprint = Some(fp.hash.clone());
     r.inputs = Some(fp.inputs.clone());
+    r.latency = Some(ctx.latency(&student)?);
     // Written last: it marks the level complete.
     write_json_atomic(dir.join("result.json"), &r)?;
     sink.finish()?;
