@@ -41,7 +41,7 @@ pub struct Budget {
 
 impl Budget {
     /// What a run spends on each model it finishes: one warm-up and five timed batches of
-    /// the run's evaluation batch size (a fraction of one test evaluation).
+    /// the run's evaluation batch size (the forward passes of six evaluation batches).
     pub fn run(eval_batch: usize) -> Self {
         Self {
             batch: eval_batch,
