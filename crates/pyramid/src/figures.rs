@@ -24,25 +24,16 @@ use crate::Error;
 static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const FONT: &str = "sans-serif";
 
-/// The paper's Figure 3 (its plotted coordinates): seconds to classify 13,000 96×96 images on the
-/// authors' GPU, per depth label 19, 17, 14, 11, 8, 5.
-pub const PAPER_FIGURE3: [(usize, f64, f64); 6] = [
-    // (depth, forward s, backward s)
-    (19, 17.89, 17.89),
-    (17, 16.14, 13.89),
-    (14, 14.89, 8.80),
-    (11, 11.32, 5.92),
-    (8, 7.74, 4.62),
-    (5, 4.43, 4.47),
-];
-
 /// A figure written as `<dir>/<name>.png` and `<dir>/<name>.svg`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     /// File stem: `figure3`, `accuracy-params`, `curves-forward-pyramid`.
     pub name: String,
+    /// The title drawn above the plot, also the report's caption.
     pub title: String,
+    /// The PNG file.
     pub png: PathBuf,
+    /// The SVG file.
     pub svg: PathBuf,
 }
 
@@ -613,15 +604,20 @@ pub struct LatencyPoint {
     pub scheme: String,
     /// The paper's depth label: 19, 17, 14, 11, 8, 5.
     pub depth: usize,
+    /// Seconds to classify 13,000 images at the measured speed.
     pub seconds_per_13000: f64,
 }
 
 /// What Figure 3 shows besides the points: the conditions of the measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencySetting {
+    /// The device timed on.
     pub device: String,
+    /// Input height and width in pixels.
     pub input_size: usize,
+    /// Every width divided by this (1 = paper width).
     pub width_div: usize,
+    /// Images per timed batch.
     pub batch_size: usize,
 }
 
@@ -687,10 +683,13 @@ pub fn figure3(
         for (i, scheme) in Scheme::ALL.iter().enumerate() {
             series.push(Series {
                 label: Some(format!("{scheme} (paper, GPU)")),
-                points: PAPER_FIGURE3
-                    .iter()
-                    .map(|&(d, f, b)| (d as f64, if *scheme == Scheme::Forward { f } else { b }))
-                    .collect(),
+                points: match scheme {
+                    Scheme::Forward => &crate::paper::FIGURE3_FORWARD,
+                    Scheme::Backward => &crate::paper::FIGURE3_BACKWARD,
+                }
+                .iter()
+                .map(|p| (p.layers as f64, p.seconds))
+                .collect(),
                 color: PALETTE[i],
                 dashed: true,
                 line: true,
@@ -1065,7 +1064,8 @@ mod tests {
 
     #[test]
     fn paper_vgg19_over_svgg5_is_4_04() {
-        let ratio = PAPER_FIGURE3[0].1 / PAPER_FIGURE3[5].1;
+        let ratio = crate::paper::figure3_seconds("VGG19").unwrap()
+            / crate::paper::figure3_seconds("SVGG5").unwrap();
         assert!((ratio - 4.04).abs() < 0.005);
     }
 }

@@ -19,12 +19,15 @@ pub const FIGURE3_IMAGES: f64 = 13_000.0;
 pub struct Latency {
     /// The device it was timed on (`cpu`, `cuda:0`).
     pub device: String,
+    /// Input height and width in pixels.
     pub input_size: usize,
+    /// Images per timed batch.
     pub batch_size: usize,
     /// Timed batches (after the warm-up ones).
     pub repeats: usize,
     /// Median seconds per batch.
     pub median_batch_seconds: f64,
+    /// `batch_size` / median seconds per batch.
     pub images_per_sec: f64,
     /// Seconds to classify 13,000 images at `input_size`² at that speed: Figure 3's unit when
     /// `input_size` is 96.
@@ -34,8 +37,11 @@ pub struct Latency {
 /// How much to time: `warmup` untimed batches, then `repeats` timed ones of `batch` images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
+    /// Images per batch.
     pub batch: usize,
+    /// Untimed batches first (allocations, kernel choice).
     pub warmup: usize,
+    /// Timed batches; the median counts.
     pub repeats: usize,
 }
 
@@ -134,11 +140,15 @@ pub struct ModelLatency {
     pub model: String,
     /// `-` for VGG19, else `forward` or `backward`.
     pub scheme: String,
+    /// 0 for VGG19, else 1 (SVGG17) … 5 (SVGG5).
     pub level: usize,
     /// The paper's depth label (19, 17, 14, 11, 8, 5): Figure 3's x axis.
     pub depth: usize,
+    /// Trainable parameters.
     pub params: usize,
+    /// Multiply-accumulates of one image's forward pass.
     pub macs: u64,
+    /// The measurement.
     pub latency: Latency,
     /// VGG19's seconds per 13,000 images over this model's.
     pub speedup_vs_vgg19: f64,
@@ -147,8 +157,11 @@ pub struct ModelLatency {
 /// What `pyramid latency --json` writes: every model at one set of options and one budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyReport {
+    /// The model options every model was built with.
     pub options: ModelOptions,
+    /// Untimed batches before each model's timed ones.
     pub warmup: usize,
+    /// VGG19, then the forward and the backward levels.
     pub models: Vec<ModelLatency>,
 }
 
