@@ -31,15 +31,29 @@ fn every_smoke_config_runs_and_the_report_has_a_column_per_method() {
     }
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     // The last config's method (scratch) comes first, then every other method found in the
-    // run directory, in registry order.
+    // run directory, in registry order; then the measured latency.
     let header = report
         .lines()
         .find(|l| l.starts_with("| Model | Params | MACs |"))
         .unwrap();
     assert_eq!(
         header,
-        "| Model | Params | MACs | Scratch | Pyramid 2-stages | Pyramid Gram | Pyramid logits | Hinton 2-stages | FitNet | Gram Direct | KD |"
+        "| Model | Params | MACs | Scratch | Pyramid 2-stages | Pyramid Gram | Pyramid logits | Hinton 2-stages | FitNet | Gram Direct | KD | img/s | s / 13k img |"
     );
+    // Every run times its models and draws its figures, and the report embeds them.
+    for figure in [
+        "figure3",
+        "accuracy-params",
+        "accuracy-macs",
+        "curves-teacher",
+    ] {
+        assert!(
+            report.contains(&format!("(figures/{figure}.png)")),
+            "{figure} not in report.md"
+        );
+        assert!(out.path().join(format!("figures/{figure}.png")).is_file());
+        assert!(out.path().join(format!("figures/{figure}.svg")).is_file());
+    }
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
