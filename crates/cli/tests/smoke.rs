@@ -38,7 +38,7 @@ fn every_smoke_config_runs_and_the_report_has_a_column_per_method() {
         .unwrap();
     assert_eq!(
         header,
-        "| Model | Params | MACs | Scratch | Pyramid 2-stages | Pyramid Gram | Pyramid logits | Hinton 2-stages | FitNet | Gram Direct | KD | img/s | s / 13k img |"
+        "| Model | Params | MACs | Scratch | Pyramid 2-stages | Pyramid Gram | Pyramid logits | Hinton 2-stages | FitNet | Gram Direct | KD | img/s (best) | s / 13k img (best) |"
     );
     // Every run times its models and draws its figures, and the report embeds them.
     for figure in [

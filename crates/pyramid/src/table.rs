@@ -704,7 +704,8 @@ impl Table {
     }
 
     /// The markdown grid (header, separator, one line per row): Model, Params, MACs, one
-    /// column per method, then images/s and seconds per 13,000 images when measured.
+    /// column per method, then the fastest timing's images/s and seconds per 13,000 images
+    /// when measured.
     pub fn markdown_grid(&self, measure: Measure, style: Style) -> String {
         let titles: Vec<String> = self.columns.iter().map(|m| title(m)).collect();
         let latency = self.has_latency();
@@ -716,9 +717,9 @@ impl Table {
                 .any(|r| r.paper_seconds.is_some());
         let (lat_head, lat_sep) = match (latency, paper_seconds) {
             (false, _) => ("", ""),
-            (true, false) => (" img/s | s / 13k img |", "---:|---:|"),
+            (true, false) => (" img/s (best) | s / 13k img (best) |", "---:|---:|"),
             (true, true) => (
-                " img/s | s / 13k img | paper s / 13k img |",
+                " img/s (best) | s / 13k img (best) | paper s / 13k img |",
                 "---:|---:|---:|",
             ),
         };
@@ -734,8 +735,8 @@ impl Table {
             let mut s = match &r.latency {
                 Some(l) => format!(
                     " {} | {} |",
-                    num_text(&l.images_per_sec, 0),
-                    num_text(&l.seconds_per_13000, 2)
+                    fastest(&l.images_per_sec, f64::max, 0),
+                    fastest(&l.seconds_per_13000, f64::min, 2)
                 ),
                 None => " – | – |".into(),
             };
@@ -787,12 +788,16 @@ fn fmt_paper(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn num_text(st: &Stats, decimals: usize) -> String {
-    match (st.n, st.std) {
-        (0, _) => "–".into(),
-        (_, Some(s)) => format!("{:.decimals$} ± {s:.decimals$}", st.mean),
-        _ => format!("{:.decimals$}", st.mean),
-    }
+/// The best of a model's timings (every method and seed times the same architecture): the
+/// one least disturbed by other work on the machine, as benchmarks report, where a mean ± std
+/// would mix that noise with the model's speed. The JSON output keeps every value.
+fn fastest(st: &Stats, best: fn(f64, f64) -> f64, decimals: usize) -> String {
+    st.values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .reduce(best)
+        .map_or("–".into(), |x| format!("{x:.decimals$}"))
 }
 
 fn capitalise(s: &str) -> String {
