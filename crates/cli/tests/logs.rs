@@ -5,40 +5,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// A tiny run (about a second): the embedded data set, a ÷16-wide teacher and one level.
-const TINY: &str = r#"
-name = "logs"
+mod common;
+
+fn tiny() -> String {
+    common::tiny_config(
+        r#"name = "logs"
 seed = 0
 schemes = ["forward"]
 methods = ["pyramid"]
-levels = [1]
-
-[data]
-dataset = "embedded"
-batch_size = 32
-eval_batch_size = 200
-train_per_class = 16
-test_per_class = 8
-
-[model]
-input_size = 32
-width_div = 16
-in_channels = 1
-batch_norm = true
-
-[teacher]
-source = "train"
-[teacher.recipe]
-optimizer = { kind = "adam", lr = 3e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[stage1]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[stage2]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-"#;
+levels = [1]"#,
+        1,
+    )
+}
 
 /// `pyramid run CONFIG --out OUT [extra...]` with stdout and stderr piped and no `RUST_LOG`.
 fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -69,7 +47,7 @@ fn headers(log: &str) -> Vec<&str> {
 fn a_piped_run_has_no_escape_codes_and_logs_to_run_log_under_one_header_per_invocation() {
     let t = tempfile::tempdir().unwrap();
     let config = t.path().join("tiny.toml");
-    std::fs::write(&config, TINY).unwrap();
+    std::fs::write(&config, tiny()).unwrap();
     let out = t.path().join("out");
 
     // Bars are on (no --no-progress) but stderr is a pipe: neither bars nor colours.
@@ -118,7 +96,7 @@ fn a_piped_run_has_no_escape_codes_and_logs_to_run_log_under_one_header_per_invo
 fn quiet_keeps_the_table_and_warnings_and_drops_info_lines() {
     let t = tempfile::tempdir().unwrap();
     let config = t.path().join("tiny.toml");
-    std::fs::write(&config, TINY).unwrap();
+    std::fs::write(&config, tiny()).unwrap();
     let out = t.path().join("out");
     let o = run(&config, &out, &["--quiet"]);
     let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
@@ -139,7 +117,7 @@ fn quiet_keeps_the_table_and_warnings_and_drops_info_lines() {
 fn a_dry_run_writes_no_run_log() {
     let t = tempfile::tempdir().unwrap();
     let config = t.path().join("tiny.toml");
-    std::fs::write(&config, TINY).unwrap();
+    std::fs::write(&config, tiny()).unwrap();
     let out = t.path().join("out");
     run(&config, &out, &["--dry-run"]);
     assert!(!out.exists(), "a dry run created {}", out.display());

@@ -6,40 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const CONFIG: &str = r#"
-name = "only-chain"
+mod common;
+
+fn chain_config() -> String {
+    common::tiny_config(
+        r#"name = "only-chain"
 seed = 5
 schemes = ["forward"]
 methods = ["pyramid", "fitnet"]
-levels = [1]
-
-[data]
-dataset = "embedded"
-batch_size = 64
-eval_batch_size = 200
-train_per_class = 16
-test_per_class = 8
-
-[model]
-input_size = 32
-width_div = 16
-in_channels = 1
-batch_norm = true
-
-[teacher]
-source = "train"
-[teacher.recipe]
-optimizer = { kind = "adam", lr = 2e-3 }
-schedule = { kind = "constant", max_epochs = 2 }
-
-[stage1]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[stage2]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-"#;
+levels = [1]"#,
+        2,
+    )
+}
 
 fn pyramid(config: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pyramid"));
@@ -80,7 +58,7 @@ const LEVELS: [&str; 2] = ["forward/pyramid/SVGG17", "forward/fitnet/SVGG17"];
 fn single_steps_in_separate_processes_equal_a_whole_run() {
     let tmp = tempfile::tempdir().unwrap();
     let config: PathBuf = tmp.path().join("chain.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, chain_config()).unwrap();
     let (steps, whole) = (tmp.path().join("steps"), tmp.path().join("whole"));
 
     let o = pyramid(&config, &steps, &["--only", "forward/pyramid/SVGG99"])

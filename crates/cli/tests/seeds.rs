@@ -5,43 +5,17 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-const CONFIG: &str = r#"
-name = "seeds"
+mod common;
+
+fn config() -> String {
+    common::tiny_config(
+        r#"name = "seeds"
 schemes = ["forward"]
 methods = ["scratch", "pyramid"]
-levels = [1]
-
-[data]
-dataset = "embedded"
-batch_size = 50
-eval_batch_size = 100
-train_per_class = 10
-test_per_class = 10
-
-[model]
-input_size = 32
-width_div = 16
-in_channels = 1
-batch_norm = true
-
-[teacher]
-source = "train"
-[teacher.recipe]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[stage1]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[stage2]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-
-[scratch]
-optimizer = { kind = "adam", lr = 1e-3 }
-schedule = { kind = "constant", max_epochs = 1 }
-"#;
+levels = [1]"#,
+        1,
+    )
+}
 
 fn pyramid(dir: &Path, config: &str, args: &[&str]) -> Output {
     let path = dir.join(format!("{}.toml", args.join("_").replace(['-', '/'], "")));
@@ -73,14 +47,14 @@ fn teacher_acc(run: &Path) -> f64 {
 fn each_seed_is_a_plain_run_with_that_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let multi = tmp.path().join("multi");
-    let cfg = format!("seeds = [0, 1]\n{CONFIG}");
+    let cfg = config().replace("name = \"seeds\"", "name = \"seeds\"\nseeds = [0, 1]");
     ok(&pyramid(
         tmp.path(),
         &cfg,
         &["--out", multi.to_str().unwrap()],
     ));
     let single = tmp.path().join("single");
-    let cfg1 = format!("seed = 1\n{CONFIG}");
+    let cfg1 = config().replace("name = \"seeds\"", "name = \"seeds\"\nseed = 1");
     ok(&pyramid(
         tmp.path(),
         &cfg1,
@@ -117,7 +91,7 @@ fn each_seed_is_a_plain_run_with_that_seed() {
 fn seeds_flag_and_a_shared_teacher() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("runs");
-    let cfg = format!("{CONFIG}\n[run]\nshare_teacher = true\n");
+    let cfg = format!("{}\n[run]\nshare_teacher = true\n", config());
     // `--seeds 3` is seeds = [0, 1, 2].
     ok(&pyramid(
         tmp.path(),
@@ -171,7 +145,7 @@ fn contradicting_seed_settings_are_refused_before_anything_is_written() {
     ] {
         let o = pyramid(
             tmp.path(),
-            &format!("{prefix}{CONFIG}"),
+            &format!("{prefix}{}", config()),
             &["--out", out.to_str().unwrap()],
         );
         assert!(!o.status.success());
