@@ -5,8 +5,10 @@
 # and 4, embedded data). Checks:
 #   1. every checkpoint, metrics.jsonl, result.json and results.json (timings aside) is
 #      byte-identical to the same config run locally without Slurm;
-#   2. the same sweep again, with one job sent Slurm's pre-walltime signal (USR1) after its first
-#      saved epoch: it requeues itself, and the results are unchanged.
+#   2. a sweep of seed 3 alone whose teacher trains longer than a real two-minute walltime allows:
+#      Slurm itself sends the pre-walltime signal (--signal=B:USR1@60), the job saves and requeues
+#      itself (scontrol requeue), the requeued job resumes, and the results are again
+#      byte-identical to a local run.
 # Where Slurm cannot be installed or started it prints "Slurm test skipped: <reason>" and exits
 # 0. Stops every daemon it started and removes its temp directory, however it ends.
 set -euo pipefail
@@ -126,7 +128,7 @@ PYRAMID=$ROOT/target/release/pyramid
 XTASK=$ROOT/target/release/xtask
 
 # The chain of crates/cli/tests/resume.rs: teacher, levels 1-2, two two-stage methods.
-config() {
+config() { # OUT_DIR TEACHER_EPOCHS
   cat <<EOF
 name = "slurm-chain"
 seed = 3
@@ -153,7 +155,7 @@ batch_norm = true
 source = "train"
 [teacher.recipe]
 optimizer = { kind = "adam", lr = 2e-3 }
-schedule = { kind = "constant", max_epochs = 3 }
+schedule = { kind = "constant", max_epochs = $2 }
 
 [stage1]
 optimizer = { kind = "adam", lr = 1e-3 }
@@ -164,8 +166,7 @@ optimizer = { kind = "adam", lr = 1e-3 }
 schedule = { kind = "constant", max_epochs = 2 }
 EOF
 }
-config "$T/runs" >"$T/chain.toml"
-config "$T/runs-requeue" >"$T/requeue.toml"
+config "$T/runs" 3 >"$T/chain.toml"
 export RUST_LOG=warn
 
 # The reference: the same config and seeds, run locally.
@@ -178,11 +179,11 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 echo "local reference (2 seeds): $(( $(date +%s) - t0 )) s"
 
-wait_for_sweep() { # MANIFEST
-  local deadline=$(( $(date +%s) + 600 ))
+wait_for_sweep() { # MANIFEST STEPS TIMEOUT_S
+  local deadline=$(( $(date +%s) + $3 ))
   while [ -n "$(squeue -h -o %i)" ]; do
     if [ "$(date +%s)" -gt "$deadline" ]; then
-      squeue; echo "the sweep did not finish in 600 s"; return 1
+      squeue; echo "the sweep did not finish in $3 s"; return 1
     fi
     if squeue -h -o %r | grep -q DependencyNeverSatisfied; then
       squeue; echo "a job failed: its dependents can never start"; return 1
@@ -190,16 +191,16 @@ wait_for_sweep() { # MANIFEST
     sleep 1
   done
   "$XTASK" slurm status "$1" | tee "$T/status.txt"
-  grep -q '^10/10 steps complete$' "$T/status.txt" || { echo "not every step is complete"; return 1; }
+  grep -q "^$2/$2 steps complete$" "$T/status.txt" || { echo "not every step is complete"; return 1; }
   grep -q "^tables: .* table $T/runs" "$T/status.txt"
 }
 
 # Every checkpoint, metrics.jsonl and result.json of a run directory, and results.json, equal
 # to the reference's (timings aside); no step left a resume state.
-compare() { # DIR
-  python3 - "$T/local" "$1" <<'EOF'
+compare() { # REFERENCE DIR SEED...
+  python3 - "$@" <<'EOF'
 import json, os, sys
-ref, got = sys.argv[1], sys.argv[2]
+ref, got, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
 TIMINGS = {"wall_seconds", "seconds", "images_per_sec", "latency"}
 def strip(v):
     if isinstance(v, dict):
@@ -215,20 +216,20 @@ def files(d):
                 out.add(os.path.relpath(os.path.join(root, n), d))
     return out
 bad, n = [], 0
-for seed in ("seed-3", "seed-4"):
-    a, b = os.path.join(ref, seed), os.path.join(got, seed)
+for seed in seeds:
+    a, b = os.path.join(ref, f"seed-{seed}"), os.path.join(got, f"seed-{seed}")
     fa, fb = files(a), files(b)
     if fa != fb:
-        bad.append(f"{seed}: files differ: only local {sorted(fa - fb)}, only slurm {sorted(fb - fa)}")
+        bad.append(f"seed {seed}: files differ: only local {sorted(fa - fb)}, only slurm {sorted(fb - fa)}")
     for f in sorted(fa & fb):
         n += 1
         x, y = open(os.path.join(a, f), "rb").read(), open(os.path.join(b, f), "rb").read()
         if f.endswith(".json"):
             x, y = strip(json.loads(x)), strip(json.loads(y))
         if x != y:
-            bad.append(f"{seed}/{f} differs")
+            bad.append(f"seed {seed}: {f} differs")
     if any(f.endswith("resume.safetensors") for f in fb):
-        bad.append(f"{seed}: a resume state was left behind")
+        bad.append(f"seed {seed}: a resume state was left behind")
 if bad:
     print("\n".join(bad)); sys.exit(1)
 print(f"{n} files identical to the local run (timings aside)")
@@ -237,28 +238,83 @@ EOF
 
 t0=$(date +%s)
 "$XTASK" slurm "$T/chain.toml" --seeds 2 --time 10 --bin "$PYRAMID" --out "$T/manifest.json"
-wait_for_sweep "$T/manifest.json"
-compare "$T/runs"
+wait_for_sweep "$T/manifest.json" 10 600
+compare "$T/local" "$T/runs" 3 4
 echo "sweep on Slurm (10 jobs in 5 arrays): $(( $(date +%s) - t0 )) s"
 
-# The same sweep; the teacher of seed 3 gets the pre-walltime signal (exactly what
-# `--signal=B:USR1@N` delivers, to the batch shell) once its first epoch is saved. One thread,
-# so that the two epochs left take long enough for the signal to land mid-level.
+# A real walltime: every job of a sweep of seed 3 gets `--time=2 --signal=B:USR1@60`.
+# slurmctld checks time limits every 30 s and sends the signal at the first check that finds the
+# job within 60 + 30 s of its limit: 30 to 60 s after the job started, before the hard limit
+# (120 s). The teacher needs 60 to 100 s on one thread and saves an epoch every 0.2 to 0.35 s:
+# the signal lands mid-level with many epochs saved, the job requeues, and the restart's remaining
+# work ends within its own limit (or after one more signal and requeue). The levels take a few
+# seconds each. The local reference runs meanwhile, on the other core.
+# The walltime test's teacher must train well past Slurm's first signal (30 to 60 s after the
+# start, below): 300 epochs take 60 to 100 s on one thread of a busy 2-core machine. A faster
+# machine finishes before the signal: then the attempt is repeated with twice the epochs (up to
+# 1,200), so the test holds whatever the machine's speed. SLURM_TEST_TEACHER_EPOCHS sets the first
+# attempt's count.
+teacher_epochs=${SLURM_TEST_TEACHER_EPOCHS:-300}
 t0=$(date +%s)
-RAYON_NUM_THREADS=1 "$XTASK" slurm "$T/requeue.toml" --seeds 2 --time 10 --bin "$PYRAMID" \
-  --out "$T/manifest-requeue.json"
-teacher=$(python3 -c 'import json,sys; print(next(j["id"] for j in json.load(open(sys.argv[1]))["jobs"] if j["step"] == "teacher"))' "$T/manifest-requeue.json")
-for _ in $(seq 1200); do
-  [ -f "$T/runs-requeue/seed-3/teacher/resume.safetensors" ] && break
-  sleep 0.1
+for attempt in 1 2 3; do
+  rm -rf "$T/runs-requeue" "$T/local-requeue"
+  config "$T/runs-requeue" "$teacher_epochs" >"$T/requeue.toml"
+  "$PYRAMID" run "$T/requeue.toml" --seed 3 --out "$T/local-requeue/seed-3" --no-progress >/dev/null &
+  ref_pid=$!
+  PIDS+=("$ref_pid")
+  RAYON_NUM_THREADS=1 "$XTASK" slurm "$T/requeue.toml" --seeds 1 --time 2 --signal-before 60 \
+    --bin "$PYRAMID" --out "$T/manifest-requeue.json"
+  echo "walltime sweep: teacher of $teacher_epochs epochs, jobs with --time=2 --signal=B:USR1@60"
+  teacher=$(python3 -c 'import json,sys; print(next(j["id"] for j in json.load(open(sys.argv[1]))["jobs"] if j["step"] == "teacher"))' "$T/manifest-requeue.json")
+  # Every signal comes 30 s or more into a run, which saves an epoch in well under a second, so
+  # every requeue makes progress; the restarts are bounded below, the wait by its timeout.
+  wait_for_sweep "$T/manifest-requeue.json" 5 300
+  wait "$ref_pid"
+  compare "$T/local-requeue" "$T/runs-requeue" 3
+  log=$(ls "$T"/runs-requeue/slurm-logs/teacher-*_0.out)
+  sed 's/^/  | /' "$log"
+  show=$(scontrol show job "${teacher}_0")
+  restarts=$(sed -n 's/.*Restarts=\([0-9]*\).*/\1/p' <<<"$show")
+  limit=$(sed -n 's/.*TimeLimit=\([0-9:]*\).*/\1/p' <<<"$show")
+  echo "teacher job ${teacher}_0: Restarts=$restarts TimeLimit=$limit $(grep -o 'JobState=[A-Z]*' <<<"$show")"
+  [ "$limit" = 00:02:00 ] || { echo "the teacher's time limit is $limit, not 2 minutes"; exit 1; }
+  if [ "${restarts:-0}" = 0 ]; then
+    [ "$attempt" -lt 3 ] || {
+      echo "the teacher was not requeued: its $teacher_epochs epochs ended before Slurm's signal (raise SLURM_TEST_TEACHER_EPOCHS)"
+      exit 1
+    }
+    echo "attempt $attempt: the teacher's $teacher_epochs epochs ended before Slurm's signal (a fast machine); again with $((2 * teacher_epochs))"
+    teacher_epochs=$((2 * teacher_epochs))
+    continue
+  fi
+  break
 done
-[ -f "$T/runs-requeue/seed-3/teacher/resume.safetensors" ] || { echo "the teacher saved no epoch"; exit 1; }
-scancel --batch --signal=USR1 "${teacher}_0"
-wait_for_sweep "$T/manifest-requeue.json"
-compare "$T/runs-requeue"
-log=$(ls "$T"/runs-requeue/slurm-logs/teacher-*_0.out)
-grep -q "requeueing job" "$log" || { cat "$log"; echo "the teacher job did not requeue"; exit 1; }
-grep -q "(restart 1)" "$log" || { cat "$log"; echo "the requeued teacher did not start again"; exit 1; }
-sed 's/^/  | /' "$log"
-echo "requeue after USR1: the teacher of seed 3 resumed; results unchanged ($(( $(date +%s) - t0 )) s)"
+[ "$restarts" -le 4 ] || { echo "the teacher was requeued $restarts times"; exit 1; }
+signals=$(grep -c "pre-walltime signal: progress saved; requeueing" "$log" || true)
+[ "$signals" = "$restarts" ] || { echo "$signals signals logged for $restarts restarts"; exit 1; }
+grep -q "(restart $restarts)" "$log" || { echo "the requeued teacher did not start again"; exit 1; }
+# Slurm sent each signal (the test sends none): 30 s or more into its run, before the limit. Each
+# restart resumed after a later epoch than the one before: every requeue made progress.
+python3 - "$log" "$T/runs-requeue/seed-3/run.log" "$restarts" "$teacher_epochs" <<'EOF'
+import re, sys
+resumed = [int(m[1]) for m in re.finditer(r"teacher/VGG19: resuming after epoch (\d+)", open(sys.argv[2]).read())]
+if len(resumed) != int(sys.argv[3]) or resumed != sorted(set(resumed)) or resumed[0] < 1:
+    sys.exit(f"the restarts resumed after epochs {resumed}: not one later epoch per restart")
+print(f"  restarts resumed after epochs {', '.join(map(str, resumed))} of {sys.argv[4]}")
+start, seen = None, 0
+for line in open(sys.argv[1]):
+    m = re.match(r"(\d\d):(\d\d):(\d\d) ", line)
+    if not m:
+        continue
+    t = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3])
+    if " job " in line and "(restart" in line:
+        start = t
+    elif "pre-walltime signal" in line:
+        seen += 1
+        after = (t - start) % 86400
+        if not 28 <= after < 120:
+            sys.exit(f"signal {seen} came {after} s into its run: not Slurm's walltime warning")
+        print(f"  signal {seen}: {after} s into a run with a 120 s limit")
+EOF
+echo "walltime sweep: the teacher of seed 3 was signalled by Slurm, requeued $restarts time(s) and resumed; results unchanged ($(( $(date +%s) - t0 )) s)"
 echo "Slurm test passed in $(( $(date +%s) - started )) s"

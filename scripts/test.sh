@@ -8,7 +8,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
     || echo "note: dataset-fashion-mnist not installed; tests that need it are skipped" >&2
 fi
 cargo test --workspace --release --locked
-# A sweep on a live one-node Slurm (docs/distributed.md; about 4 minutes on 2 cores): installs
+# A sweep on a live one-node Slurm (docs/distributed.md; about 5 minutes on 2 cores): installs
 # slurm-wlm and munge where it can, else prints "Slurm test skipped: <reason>".
 ./scripts/slurm-test.sh
 # The conventions: formatting, lints, API docs without rustdoc warnings (broken intra-doc
