@@ -187,10 +187,6 @@ pub fn run(a: RunArgs, logging: &log::Logging) -> Result<()> {
         .resolve(&cfg)],
         None => cfg.per_seed(a.out.as_deref()),
     };
-    if runs.len() > 1 {
-        cfg.validate()
-            .with_context(|| format!("checking {}", a.config.display()))?;
-    }
     for run in &runs {
         let out = run.out_dir.clone();
         if runs.len() > 1 {

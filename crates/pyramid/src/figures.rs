@@ -16,8 +16,8 @@ use pyramid_models::{ModelId, Scheme};
 use pyramid_train::metrics::EpochMetrics;
 
 use crate::latency::LatencyReport;
-use crate::report;
 use crate::run::{read_metrics, LevelResult, Results};
+use crate::table;
 use crate::Error;
 
 /// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`).
@@ -801,7 +801,7 @@ fn accuracy_figure(r: &Results, by_macs: bool) -> Option<Layout> {
         }
     };
     let mut series = Vec::new();
-    for (mi, method) in report::columns(r).iter().enumerate() {
+    for (mi, method) in table::columns(&[r]).iter().enumerate() {
         for scheme in Scheme::ALL {
             let mut pts: Vec<(usize, (f64, f64))> = r
                 .levels
@@ -815,7 +815,7 @@ fn accuracy_figure(r: &Results, by_macs: bool) -> Option<Layout> {
             }
             pts.sort_by_key(|p| p.0);
             series.push(Series {
-                label: Some(format!("{}, {scheme}", report::title(method))),
+                label: Some(format!("{}, {scheme}", table::title(method))),
                 points: pts.into_iter().map(|p| p.1).collect(),
                 color: PALETTE[mi % PALETTE.len()],
                 dashed: scheme == Scheme::Backward,
@@ -964,7 +964,7 @@ fn curve_figures(out: &Path, r: &Results) -> Result<Vec<Layout>, Error> {
             });
         }
     }
-    for (mi, method) in report::columns(r).iter().enumerate() {
+    for (mi, method) in table::columns(&[r]).iter().enumerate() {
         for scheme in Scheme::ALL {
             let mut levels: Vec<&LevelResult> = r
                 .levels
@@ -995,10 +995,7 @@ fn curve_figures(out: &Path, r: &Results) -> Result<Vec<Layout>, Error> {
             top.extend(bottom);
             layouts.push(Layout {
                 name: format!("curves-{scheme}-{method}"),
-                title: format!(
-                    "Training curves: {}, {scheme} scheme",
-                    report::title(method)
-                ),
+                title: format!("Training curves: {}, {scheme} scheme", table::title(method)),
                 panels: top,
                 cols,
                 panel_px: (400, 340),

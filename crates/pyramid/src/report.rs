@@ -145,17 +145,6 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The report's method columns: the configured methods in config order, then any other method
-/// found in the run directory, in registry order.
-pub fn columns(r: &Results) -> Vec<String> {
-    table::columns(&[r])
-}
-
-/// A method's column title (its config name if it is not registered).
-pub fn title(method: &str) -> String {
-    table::title(method)
-}
-
 /// One scheme's table (best (last) per cell), then the Δ of every method against Scratch.
 fn accuracy_section(t: &table::Table) -> String {
     let style = table::Style {
@@ -193,7 +182,7 @@ fn accuracy_section(t: &table::Table) -> String {
         "Δ against Scratch (best-epoch accuracy, points):\n\n| Model | {} |\n|---|{}\n{deltas}\n",
         others
             .iter()
-            .map(|&i| title(&t.columns[i]))
+            .map(|&i| table::title(&t.columns[i]))
             .collect::<Vec<_>>()
             .join(" | "),
         "---:|".repeat(others.len())
@@ -203,7 +192,7 @@ fn accuracy_section(t: &table::Table) -> String {
 
 /// A compact text table for the terminal: best-epoch accuracy per method.
 pub fn terminal_table(r: &Results) -> String {
-    let cols = columns(r);
+    let cols = table::columns(&[r]);
     let mut s = format!(
         "{:<9} {:<8} {:>9} {:>9}",
         "scheme", "model", "params", "MMACs"
