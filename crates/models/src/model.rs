@@ -90,11 +90,13 @@ pub struct Model {
     buffers: Vec<(String, Var)>,
     index: HashMap<String, usize>,
     backend: Backend,
+    /// Whether the fused path (`fused.rs`) may serve eval passes and `train_step_ce`.
+    pub(crate) fused: bool,
     device: Device,
 }
 
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 fn init_rule_for(block: BlockKind, scheme: InitScheme) -> InitRule {
     if block.is_compressed_kind() {
@@ -181,6 +183,7 @@ impl Model {
             buffers,
             index,
             backend: Backend::default(),
+            fused: true,
             device: device.clone(),
         })
     }
@@ -212,6 +215,11 @@ impl Model {
     /// Switch between our fast conv/pool kernels and candle's own (for comparison).
     pub fn set_backend(&mut self, backend: Backend) {
         self.backend = backend;
+    }
+    /// Allow (the default) or forbid the fused path of `fused.rs` for eval passes and
+    /// [`Model::train_step_ce`]; forbidden, they run through candle's ops and autograd.
+    pub fn set_fused(&mut self, on: bool) {
+        self.fused = on;
     }
 
     /// Trainable parameters in forward order.
@@ -318,13 +326,27 @@ impl Model {
         Ok(out.logits.expect("a pass without taps runs to the end"))
     }
 
-    /// One forward pass that also returns the requested block or layer outputs.
-    pub fn forward_taps(&self, x: &Tensor, mut mode: Mode, taps: &Taps) -> Result<Outputs, Error> {
+    /// One forward pass that also returns the requested block or layer outputs. Eval passes
+    /// run the fused path when [`Model::fused_available`].
+    pub fn forward_taps(&self, x: &Tensor, mode: Mode, taps: &Taps) -> Result<Outputs, Error> {
         for t in &taps.names {
             if !self.has_tap(t) {
                 return Err(Error::UnknownTap(format!("{t} (model {})", self.id())));
             }
         }
+        if !mode.is_train() && self.fused_available() {
+            return self.fused_eval(x, taps);
+        }
+        self.forward_graph(x, mode, taps)
+    }
+
+    /// [`Model::forward_taps`] through candle's ops (recording the graph in train mode).
+    pub(crate) fn forward_graph(
+        &self,
+        x: &Tensor,
+        mut mode: Mode,
+        taps: &Taps,
+    ) -> Result<Outputs, Error> {
         let o = self.options();
         let (c, h) = (o.in_channels, o.input_size);
         match x.dims() {
@@ -446,29 +468,61 @@ impl Model {
         let (n, c, h, w) = x.dims4()?;
         let gamma = self.p(format!("{prefix}.weight"))?;
         let beta = self.p(format!("{prefix}.bias"))?;
-        let rm = self
-            .var(&format!("{prefix}.running_mean"))
-            .expect("bn buffer");
-        let rv = self
-            .var(&format!("{prefix}.running_var"))
-            .expect("bn buffer");
         if train {
-            let count = (n * h * w) as f64;
             let (y, m, v) = pyramid_ops::batch_norm_train(x, gamma, beta, BN_EPS, self.backend)?;
-            let v = (v * (count / (count - 1.0).max(1.0)))?;
-            rm.set(&((rm.as_tensor() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?)?;
-            rv.set(&((rv.as_tensor() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?)?;
+            self.bn_running_update(prefix, &m, &v, n * h * w)?;
             return Ok(y);
         }
-        // Eval: a per-channel affine map x·a + b with a = γ/√(σ²+eps), b = β − μ·a.
-        let (gamma, beta) = (gamma.detach(), beta.detach());
-        let a = (gamma / (rv.as_tensor() + BN_EPS)?.sqrt()?)?;
-        let b = (beta - (rm.as_tensor() * &a)?)?;
+        let (a, b) = self.bn_eval_tensors(prefix)?;
         let x3 = x.reshape((n, c, h * w))?;
         Ok(x3
             .broadcast_mul(&a.reshape((1, c, 1))?)?
             .broadcast_add(&b.reshape((1, c, 1))?)?
             .reshape((n, c, h, w))?)
+    }
+}
+
+impl Model {
+    fn bn_buffers(&self, prefix: &str) -> Result<(&Var, &Var), Error> {
+        let get = |n: String| self.var(&n).ok_or(Error::UnknownParam(n));
+        Ok((
+            get(format!("{prefix}.running_mean"))?,
+            get(format!("{prefix}.running_var"))?,
+        ))
+    }
+
+    /// Folds a training batch's mean `m` and biased variance `v` (over `count` values per
+    /// channel) into the running statistics: momentum 0.1, unbiased variance (PyTorch).
+    pub(crate) fn bn_running_update(
+        &self,
+        prefix: &str,
+        m: &Tensor,
+        v: &Tensor,
+        count: usize,
+    ) -> Result<(), Error> {
+        let (rm, rv) = self.bn_buffers(prefix)?;
+        let count = count as f64;
+        let v = (v * (count / (count - 1.0).max(1.0)))?;
+        rm.set(&((rm.as_tensor() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?)?;
+        rv.set(&((rv.as_tensor() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?)?;
+        Ok(())
+    }
+
+    /// Eval-mode batch norm as a per-channel affine map x·a + b with a = γ/√(σ²+eps),
+    /// b = β − μ·a.
+    fn bn_eval_tensors(&self, prefix: &str) -> Result<(Tensor, Tensor), Error> {
+        let gamma = self.p(format!("{prefix}.weight"))?.detach();
+        let beta = self.p(format!("{prefix}.bias"))?.detach();
+        let (rm, rv) = self.bn_buffers(prefix)?;
+        let a = (gamma / (rv.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let b = (beta - (rm.as_tensor() * &a)?)?;
+        Ok((a, b))
+    }
+
+    /// [`Model::bn_eval_tensors`] as values.
+    pub(crate) fn bn_eval_affine(&self, prefix: &str) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let (a, b) = self.bn_eval_tensors(prefix)?;
+        Ok((a.to_vec1::<f32>()?, b.to_vec1::<f32>()?))
     }
 }
 
@@ -478,8 +532,14 @@ fn layer_name(l: &LayerSpec) -> Option<&str> {
 
 /// Inverted dropout with a mask from our RNG (kept values are scaled by 1/(1−p)).
 fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor, Error> {
+    let mask = Tensor::from_vec(dropout_mask(x.elem_count(), p, rng), x.shape(), x.device())?;
+    Ok((x * mask)?)
+}
+
+/// `n` dropout multipliers: 0 with probability `p`, 1/(1−p) otherwise, drawn in order.
+pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut Rng) -> Vec<f32> {
     let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
+    (0..n)
         .map(|_| {
             if rng.next_f64() < p {
                 0.0
@@ -487,7 +547,5 @@ fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor, Error> {
                 scale as f32
             }
         })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-    Ok((x * mask)?)
+        .collect()
 }

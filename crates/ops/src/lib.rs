@@ -43,6 +43,7 @@ mod options;
 mod par;
 mod pool;
 mod simd;
+pub mod slices;
 mod winograd;
 
 use candle_core::{

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var, D};
 use indicatif::MultiProgress;
 use pyramid_datasets::Loader;
-use pyramid_losses::{LossInputs, Monitor, Reduction};
+use pyramid_losses::{LossInputs, LossSpec, Monitor, Reduction};
 use pyramid_models::{Adapter, BlockKind, Mode, Model, Taps};
 use pyramid_rng::Rng;
 use pyramid_train::metrics::{EpochMetrics, EpochTiming};
@@ -458,6 +458,13 @@ impl StageRun<'_> {
         } else {
             0.0
         };
+        // Plain cross-entropy on the labels: the fused training step (models/src/fused.rs)
+        // where the student's device and backend allow it.
+        let fused = plan.loss == LossSpec::CrossEntropy
+            && plan.features.is_none()
+            && plan.gram_pairs.is_empty()
+            && self.adapter.is_none()
+            && self.student.fused_available();
         while p.schedule.stopped().is_none() {
             let epoch = p.epoch + 1;
             let te = Instant::now();
@@ -475,9 +482,17 @@ impl StageRun<'_> {
                 let mut rng = self
                     .rng
                     .derive(&format!("epoch{epoch}/batch{}", batch.index));
-                let (loss, logits) =
-                    self.batch_loss(&batch.images, &batch.labels, Mode::Train(&mut rng))?;
-                let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let (v, logits, grads) = if fused {
+                    let s = self
+                        .student
+                        .train_step_ce(&batch.images, &batch.labels, &mut rng)?;
+                    (s.loss, Some(s.logits), s.grads)
+                } else {
+                    let (loss, logits) =
+                        self.batch_loss(&batch.images, &batch.labels, Mode::Train(&mut rng))?;
+                    let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    (v, logits, loss.backward()?)
+                };
                 if !v.is_finite() {
                     return Err(Error::Stage {
                         label: self.label.clone(),
@@ -487,7 +502,6 @@ impl StageRun<'_> {
                         ),
                     });
                 }
-                let grads = loss.backward()?;
                 optimizer.step(&grads)?;
                 loss_sum += self.batch_sum(v, b);
                 if let (Some(l), true) = (logits, plan.labels) {
