@@ -175,9 +175,11 @@ impl Model {
         let mut acts: Vec<Rc<Vec<f32>>> = vec![Rc::new(values(images)?)];
         let mut saved = Vec::new();
         let mut weights: BTreeMap<String, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
+        let mut layers = Vec::new();
         for b in &self.spec().blocks {
             for l in &b.layers {
                 let x = acts.last().expect("the input").clone();
+                let t0 = profile::start();
                 let (y, s) = match l {
                     LayerSpec::Conv { name, c_in, c_out } => {
                         let prefix = format!("{}.{name}", b.name());
@@ -238,6 +240,7 @@ impl Model {
                         };
                         acts.push(x);
                         saved.push(Saved::Flatten);
+                        layers.push((b.name(), l));
                         continue;
                     }
                     LayerSpec::Dropout { p } => {
@@ -267,6 +270,8 @@ impl Model {
                         (y, s)
                     }
                 };
+                profile::record(t0, b.name(), l, "forward");
+                layers.push((b.name(), l));
                 acts.push(Rc::new(y));
                 saved.push(s);
             }
@@ -286,6 +291,7 @@ impl Model {
         for (i, s) in saved.iter().enumerate().rev() {
             let need_x = i > 0;
             let (x, y) = (&acts[i], &acts[i + 1]);
+            let t0 = profile::start();
             grad = match s {
                 Saved::Conv { prefix, s, bn } => {
                     let (w, _) = &weights[prefix];
@@ -342,6 +348,7 @@ impl Model {
                     g.x.unwrap_or_default()
                 }
             };
+            profile::record(t0, layers[i].0, layers[i].1, "backward");
         }
         let logits = Rc::try_unwrap(logits).unwrap_or_else(|rc| (*rc).clone());
         Ok(TrainStep {
@@ -510,4 +517,51 @@ fn cross_entropy_grad(
         }
     }
     Ok((total / rows.max(1) as f64, grad))
+}
+
+/// Wall time per layer and direction of the fused training step, for `pyramid-bench epoch
+/// --profile`: off (one relaxed load per layer) until [`profile::enable`].
+pub mod profile {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use crate::blocks::LayerSpec;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static TIMES: Mutex<BTreeMap<(String, &'static str), (u64, f64)>> = Mutex::new(BTreeMap::new());
+
+    /// Starts recording (and clears what was recorded).
+    pub fn enable() {
+        TIMES.lock().expect("profile lock").clear();
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// What was recorded: `(layer kind, direction) → (calls, seconds)`, layer kinds such as
+    /// `conv 16→32 @8x8`.
+    pub fn take() -> BTreeMap<(String, &'static str), (u64, f64)> {
+        ON.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *TIMES.lock().expect("profile lock"))
+    }
+
+    pub(crate) fn start() -> Option<Instant> {
+        ON.load(Ordering::Relaxed).then(Instant::now)
+    }
+
+    pub(crate) fn record(t0: Option<Instant>, block: &str, l: &LayerSpec, dir: &'static str) {
+        let Some(t0) = t0 else { return };
+        let secs = t0.elapsed().as_secs_f64();
+        let kind = match l {
+            LayerSpec::Conv { c_in, c_out, .. } => format!("{block} conv {c_in}→{c_out}"),
+            LayerSpec::Pool { .. } => format!("{block} pool"),
+            LayerSpec::Flatten => "flatten".into(),
+            LayerSpec::Dropout { .. } => "dropout".into(),
+            LayerSpec::Linear { d_in, d_out, .. } => format!("{block} linear {d_in}→{d_out}"),
+        };
+        let mut t = TIMES.lock().expect("profile lock");
+        let e = t.entry((kind, dir)).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += secs;
+    }
 }
