@@ -115,8 +115,7 @@ pub fn max_pool2x2_backward(
     crate::pool::pool_bwd(x, gy, planes, h, w, Simd::new(isa))
 }
 
-/// Per-channel batch statistics of an NCHW buffer: the mean and the biased variance, each
-/// channel summed in a fixed order (f64 across planes).
+/// Per-channel batch statistics of an NCHW buffer: the mean and the biased variance.
 #[derive(Clone, Debug)]
 pub struct ChannelStats {
     /// Mean per channel.
@@ -125,37 +124,72 @@ pub struct ChannelStats {
     pub var: Vec<f64>,
 }
 
-/// f32 sum with 16 lanes, for a plane (at most a few thousand values), widened at the end.
-#[inline]
-fn plane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut acc = [0f32; 16];
-    let mut it = v.chunks_exact(16);
-    for ch in &mut it {
-        for (a, x) in acc.iter_mut().zip(ch) {
-            *a += f(*x);
-        }
-    }
-    let tail: f32 = it.remainder().iter().map(|x| f(*x)).sum();
-    acc.iter().map(|a| *a as f64).sum::<f64>() + tail as f64
+/// Image groups of the batch-norm reductions: a fixed number, so that the sums do not depend
+/// on the thread count.
+const REDUCE_GROUPS: usize = 8;
+
+/// Per-channel values repeated over a plane: a row of `c · hw` matching one image.
+fn expand(v: impl Iterator<Item = f32>, hw: usize) -> Vec<f32> {
+    v.flat_map(|a| std::iter::repeat_n(a, hw)).collect()
+}
+
+/// `k` per-channel sums over an `[n, c, hw]` batch: `f(image, acc)` adds an image's
+/// contributions to `k` rows of `c · hw` accumulators (element-wise over the image, so it
+/// vectorises whatever `hw` is); groups of images accumulate in f32, and the groups and the
+/// elements of a channel are then added in a fixed order in f64.
+fn channel_sums(
+    n: usize,
+    c: usize,
+    hw: usize,
+    k: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<Vec<f64>> {
+    let row = c * hw;
+    let groups = n.clamp(1, REDUCE_GROUPS);
+    let parts: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut acc = vec![0f32; k * row];
+            for b in g * n / groups..(g + 1) * n / groups {
+                f(b, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    (0..k)
+        .map(|q| {
+            (0..c)
+                .map(|ch| {
+                    let r = q * row + ch * hw..q * row + (ch + 1) * hw;
+                    parts
+                        .iter()
+                        .map(|p| p[r.clone()].iter().map(|v| *v as f64).sum::<f64>())
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The channel statistics of `x` `[n, c, hw]`.
 pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> ChannelStats {
     assert_eq!(x.len(), n * c * hw, "batch-norm input length");
+    let row = c * hw;
     let m = (n * hw) as f64;
-    let (mean, var) = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let plane = |b: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-            let mean = (0..n).map(|b| plane_sum(plane(b), |v| v)).sum::<f64>() / m;
-            let mf = mean as f32;
-            let var = (0..n)
-                .map(|b| plane_sum(plane(b), |v| (v - mf) * (v - mf)))
-                .sum::<f64>()
-                / m;
-            (mean, var)
-        })
-        .unzip();
+    let sums = channel_sums(n, c, hw, 1, |b, acc| {
+        for (a, v) in acc.iter_mut().zip(&x[b * row..(b + 1) * row]) {
+            *a += *v;
+        }
+    });
+    let mean: Vec<f64> = sums[0].iter().map(|s| s / m).collect();
+    let mrow = expand(mean.iter().map(|v| *v as f32), hw);
+    let sq = channel_sums(n, c, hw, 1, |b, acc| {
+        for ((a, v), mu) in acc.iter_mut().zip(&x[b * row..(b + 1) * row]).zip(&mrow) {
+            let d = *v - *mu;
+            *a += d * d;
+        }
+    });
+    let var = sq[0].iter().map(|s| s / m).collect();
     ChannelStats { mean, var }
 }
 
@@ -169,24 +203,20 @@ pub fn channel_affine(
     hw: usize,
     relu: bool,
 ) -> Vec<f32> {
-    assert!(a.len() == c && b.len() == c && x.len().is_multiple_of(c * hw.max(1)));
+    let row = c * hw;
+    assert!(a.len() == c && b.len() == c && row > 0 && x.len().is_multiple_of(row));
+    let (arow, brow) = (expand(a.iter().copied(), hw), expand(b.iter().copied(), hw));
     let mut y = alloc_overwritten(x.len());
-    let ppt = (8192 / hw.max(1)).max(1);
-    y.par_chunks_mut(hw * ppt)
-        .zip(x.par_chunks(hw * ppt))
-        .enumerate()
-        .for_each(|(t, (yc, xc))| {
-            for (i, (yp, xp)) in yc.chunks_mut(hw).zip(xc.chunks(hw)).enumerate() {
-                let ch = (t * ppt + i) % c;
-                let (a, b) = (a[ch], b[ch]);
+    let ipt = (16384 / row).max(1);
+    y.par_chunks_mut(row * ipt)
+        .zip(x.par_chunks(row * ipt))
+        .for_each(|(yc, xc)| {
+            for (yi, xi) in yc.chunks_mut(row).zip(xc.chunks(row)) {
+                let it = yi.iter_mut().zip(xi).zip(arow.iter().zip(&brow));
                 if relu {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        *o = (v * a + b).max(0.0);
-                    }
+                    it.for_each(|((o, v), (a, b))| *o = (*v * *a + *b).max(0.0));
                 } else {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        *o = v * a + b;
-                    }
+                    it.for_each(|((o, v), (a, b))| *o = *v * *a + *b);
                 }
             }
         });
@@ -226,58 +256,98 @@ pub fn batch_norm_relu_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), n * c * hw, "batch-norm input length");
     assert_eq!(dy.len(), x.len(), "batch-norm gradient length");
+    if let Some(y) = y {
+        assert_eq!(y.len(), x.len(), "batch-norm output length");
+    }
+    let row = c * hw;
     let m = (n * hw) as f64;
-    let masked = |i: usize| match y {
-        Some(y) if y[i] <= 0.0 => 0.0,
-        _ => dy[i],
-    };
-    // dβ = Σ dy', dγ = Σ dy'·x̂ per channel (dy' = the ReLU-masked gradient).
-    let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let inv = (1.0 / (stats.var[ch] + eps).sqrt()) as f32;
-            let mean = stats.mean[ch] as f32;
-            let (mut sb, mut sg) = (0f64, 0f64);
-            for b in 0..n {
-                let off = (b * c + ch) * hw;
-                let (mut pb, mut pg) = ([0f32; 16], [0f32; 16]);
-                for j in 0..hw {
-                    let i = off + j;
-                    let g = masked(i);
-                    pb[j % 16] += g;
-                    pg[j % 16] += g * (x[i] - mean) * inv;
+    let mrow = expand(stats.mean.iter().map(|v| *v as f32), hw);
+    // dβ = Σ dy', dγ = Σ dy'·x̂ = inv · Σ dy'·(x − μ) per channel.
+    let sums = channel_sums(n, c, hw, 2, |b, acc| {
+        let (ab, ac) = acc.split_at_mut(row);
+        let off = b * row;
+        let xs = &x[off..off + row];
+        match y {
+            Some(y) => {
+                let (gs, ys) = (&dy[off..off + row], &y[off..off + row]);
+                for ((((b, c), x), g), (y, mu)) in ab
+                    .iter_mut()
+                    .zip(ac.iter_mut())
+                    .zip(xs)
+                    .zip(gs)
+                    .zip(ys.iter().zip(&mrow))
+                {
+                    let g = if *y > 0.0 { *g } else { 0.0 };
+                    *b += g;
+                    *c += g * (*x - *mu);
                 }
-                sb += pb.iter().map(|v| *v as f64).sum::<f64>();
-                sg += pg.iter().map(|v| *v as f64).sum::<f64>();
             }
-            (sb, sg)
-        })
-        .unzip();
-    // dx = γ·inv/M · (M·dy' − dβ − x̂·dγ)
+            None => {
+                let gs = &dy[off..off + row];
+                for (((b, c), x), (g, mu)) in ab
+                    .iter_mut()
+                    .zip(ac.iter_mut())
+                    .zip(xs)
+                    .zip(gs.iter().zip(&mrow))
+                {
+                    *b += *g;
+                    *c += *g * (*x - *mu);
+                }
+            }
+        }
+    });
+    let inv: Vec<f64> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let dbeta = &sums[0];
+    let dgamma: Vec<f64> = sums[1].iter().zip(&inv).map(|(s, i)| s * i).collect();
+    // dx = γ·inv/M · (M·dy' − dβ − x̂·dγ) = k1·dy' − k2·x + k0 per channel.
+    let (mut k1, mut k2, mut k0) = (Vec::new(), Vec::new(), Vec::new());
+    for ch in 0..c {
+        let k = gamma[ch] as f64 * inv[ch] / m;
+        k1.push((k * m) as f32);
+        k2.push((k * inv[ch] * dgamma[ch]) as f32);
+        k0.push((k * (stats.mean[ch] * inv[ch] * dgamma[ch] - dbeta[ch])) as f32);
+    }
+    let (k1, k2, k0) = (
+        expand(k1.into_iter(), hw),
+        expand(k2.into_iter(), hw),
+        expand(k0.into_iter(), hw),
+    );
     let mut dx = alloc_overwritten(x.len());
-    let ppt = (8192 / hw.max(1)).max(1);
-    dx.par_chunks_mut(hw * ppt)
+    let ipt = (16384 / row.max(1)).max(1);
+    dx.par_chunks_mut(row * ipt)
         .enumerate()
         .for_each(|(t, out)| {
-            for (pi, op) in out.chunks_mut(hw).enumerate() {
-                let plane = t * ppt + pi;
-                let ch = plane % c;
-                let inv = 1.0 / (stats.var[ch] + eps).sqrt();
-                let k = (gamma[ch] as f64 * inv / m) as f32;
-                let (mf, db, dg, invf) =
-                    (m as f32, dbeta[ch] as f32, dgamma[ch] as f32, inv as f32);
-                let mean = stats.mean[ch] as f32;
-                let off = plane * hw;
-                for (j, o) in op.iter_mut().enumerate() {
-                    let xhat = (x[off + j] - mean) * invf;
-                    *o = k * (mf * masked(off + j) - db - xhat * dg);
+            for (bi, o) in out.chunks_mut(row).enumerate() {
+                let off = (t * ipt + bi) * row;
+                let (xs, gs) = (&x[off..off + row], &dy[off..off + row]);
+                match y {
+                    Some(y) => {
+                        let ys = &y[off..off + row];
+                        for ((o, (x, g)), (y, (a, (b, c)))) in o
+                            .iter_mut()
+                            .zip(xs.iter().zip(gs))
+                            .zip(ys.iter().zip(k1.iter().zip(k2.iter().zip(&k0))))
+                        {
+                            let g = if *y > 0.0 { *g } else { 0.0 };
+                            *o = *a * g - *b * *x + *c;
+                        }
+                    }
+                    None => {
+                        for ((o, (x, g)), (a, (b, c))) in o
+                            .iter_mut()
+                            .zip(xs.iter().zip(gs))
+                            .zip(k1.iter().zip(k2.iter().zip(&k0)))
+                        {
+                            *o = *a * *g - *b * *x + *c;
+                        }
+                    }
                 }
             }
         });
     (
         dx,
         dgamma.into_iter().map(|v| v as f32).collect(),
-        dbeta.into_iter().map(|v| v as f32).collect(),
+        dbeta.iter().map(|v| *v as f32).collect(),
     )
 }
 
