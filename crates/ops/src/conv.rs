@@ -19,6 +19,7 @@ use crate::par::{
     acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, with_scratch,
     KeptBuf, SendPtr,
 };
+use crate::simd::Simd;
 use std::cell::RefCell;
 
 /// Small feature maps are grouped into at least this many units (when there are that many
@@ -540,23 +541,43 @@ fn conv_bwd_masked(
                             (col.as_ptr(), n)
                         };
                         // gw[O, KK] += G[O, n] * col^T[n, KK]
-                        // SAFETY: dst is this group's own o·kk accumulator; lhs is G above; rhs
-                        // is the [KK, n] im2col scratch (or rows of x, pointwise) read
-                        // transposed.
-                        unsafe {
-                            gemm_f32(
-                                o,
-                                kk,
-                                n,
-                                gw_acc.as_mut_ptr(),
-                                kk,
-                                *gw_init,
-                                gm,
-                                (1, gm_rs),
-                                rhs,
-                                (ld, 1),
-                                par,
-                            );
+                        if crate::dots::prefer(o, kk) {
+                            // SAFETY: G has o rows of n floats at stride gm_rs, the im2col
+                            // scratch (or x, pointwise) kk rows of n at stride ld; the
+                            // accumulator is this group's own.
+                            unsafe {
+                                crate::dots::dot_rows(
+                                    o,
+                                    kk,
+                                    n,
+                                    gm,
+                                    gm_rs,
+                                    rhs,
+                                    ld,
+                                    gw_acc,
+                                    *gw_init,
+                                    Simd::new(opts.isa),
+                                )
+                            };
+                        } else {
+                            // SAFETY: dst is this group's own o·kk accumulator; lhs is G above; rhs
+                            // is the [KK, n] im2col scratch (or rows of x, pointwise) read
+                            // transposed.
+                            unsafe {
+                                gemm_f32(
+                                    o,
+                                    kk,
+                                    n,
+                                    gw_acc.as_mut_ptr(),
+                                    kk,
+                                    *gw_init,
+                                    gm,
+                                    (1, gm_rs),
+                                    rhs,
+                                    (ld, 1),
+                                    par,
+                                );
+                            }
                         }
                         *gw_init = true;
                     }

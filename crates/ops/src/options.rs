@@ -20,8 +20,9 @@ pub enum ConvAlgo {
 
 /// With [`ConvAlgo::Auto`], layers with fewer input or output channels use im2col: with few
 /// channels the transforms cost more than the multiplications they save (VGG's first layer has
-/// 3 input channels).
-pub const AUTO_MIN_CHANNELS: usize = 16;
+/// 3 input channels; at the CPU configs' widths im2col was as fast or faster up to 16 → 32
+/// channels, forward and backward, docs/benchmarks.md).
+pub const AUTO_MIN_CHANNELS: usize = 32;
 
 /// Which code the hand-written SIMD kernels (Winograd transforms, max-pool rows) run. Both give
 /// the same bits; `Portable` exists so that tests cover the code a CPU without AVX-512 runs.

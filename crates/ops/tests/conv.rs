@@ -266,3 +266,58 @@ fn winograd_isas_agree_bitwise() {
         }
     }
 }
+
+/// With few channels the im2col weight gradient runs the dot-product kernels of `dots.rs`:
+/// their AVX-512 and portable versions add in the same order with fused multiply-adds, so they
+/// give the same bits. Widths and pixel counts that leave partial tiles and partial vectors.
+#[test]
+fn dot_kernel_isas_agree_bitwise() {
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    for (i, (b, c, o, h, w)) in [
+        (3, 1, 8, 32, 32),
+        (2, 8, 8, 13, 11),
+        (5, 4, 3, 7, 5),
+        (2, 16, 16, 16, 16),
+        (1, 3, 5, 600, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = Case {
+            b,
+            c,
+            h,
+            w,
+            o,
+            k: 3,
+            s: 1,
+            p: 1,
+            bias: true,
+            relu: i % 2 == 0,
+            seed: 70 + i as u64,
+        };
+        let [a, z] = [Isa::Detect, Isa::Portable].map(|isa| {
+            let opts = ConvOptions {
+                algo: ConvAlgo::Im2col,
+                isa,
+                ..ConvOptions::default()
+            };
+            run_conv_with(&case, Backend::Fast, &opts)
+        });
+        assert!(
+            bits(&a.gw) == bits(&z.gw),
+            "{case:?}: gw differs between ISAs"
+        );
+        check_conv_with(
+            &case,
+            &ConvOptions {
+                algo: ConvAlgo::Im2col,
+                ..ConvOptions::default()
+            },
+        )
+        .unwrap();
+    }
+}

@@ -5,7 +5,7 @@
 //! takes its thread count from `RAYON_NUM_THREADS`, so it runs in child processes).
 //!
 //! The ops run with their default options: with `ConvAlgo::Auto`, the 3×3 stride-1 cases with at
-//! least 16 input and output channels take Winograd, the others im2col (unless
+//! least 32 input and output channels take Winograd, the others im2col (unless
 //! `PYRAMID_CONV_ALGO` says otherwise, which changes the paths covered, not the assertions).
 mod common;
 use candle_core::{Tensor, Var};
@@ -51,13 +51,16 @@ fn assert_invariant(what: &str, f: impl Fn() -> Vec<(&'static str, Vec<u32>)> + 
 #[rustfmt::skip]
 const CONV_CASES: &[[usize; 8]] = &[
     // [b, c, h, w, o, k, s, p]
-    // 3×3 stride 1, ≥ 16 channels: Winograd (narrow and wide tile rows, padding 0/1/2).
-    [1, 16, 12, 12, 16, 3, 1, 1],
-    [3, 32, 9, 11, 24, 3, 1, 0],
+    // 3×3 stride 1, ≥ 32 channels: Winograd (narrow and wide tile rows, padding 0/1/2).
+    [1, 32, 12, 12, 32, 3, 1, 1],
+    [3, 32, 9, 11, 48, 3, 1, 0],
     [8, 64, 20, 20, 64, 3, 1, 1],
-    [33, 16, 8, 8, 32, 3, 1, 1],
+    [33, 32, 8, 8, 32, 3, 1, 1],
     [3, 128, 34, 34, 128, 3, 1, 1],
-    [2, 16, 6, 7, 16, 3, 1, 2],
+    [2, 32, 6, 7, 32, 3, 1, 2],
+    // 3×3 stride 1 with 16 channels: im2col, the weight gradient through dots.rs.
+    [1, 16, 12, 12, 16, 3, 1, 1],
+    [33, 16, 8, 8, 16, 3, 1, 1],
     // Above 128×256 channels the weight gradient sums its transforms in place.
     [2, 256, 6, 6, 256, 3, 1, 1],
     [1, 128, 9, 9, 512, 3, 1, 0],
