@@ -14,7 +14,7 @@
 //! on the thread count (see [`crate::par`]).
 
 use crate::geom::Geom;
-use crate::options::ConvOptions;
+use crate::options::{ConvAlgo, ConvOptions};
 use crate::par::{
     acc_groups, alloc_overwritten, gemm_f32, grow, run_units, sum_accumulators, with_scratch,
     KeptBuf, SendPtr,
@@ -272,6 +272,9 @@ pub(crate) fn conv_fwd(
 ) -> Vec<f32> {
     if crate::winograd::applies(g, opts.algo) {
         return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
+    }
+    if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
+        return crate::direct::conv_fwd(g, x, w, bias, relu, Simd::new(opts.isa));
     }
     // Every output pixel is written: by the gemm (nb == 1) or by the scatter below.
     let mut y = alloc_overwritten(g.b * g.out_img());

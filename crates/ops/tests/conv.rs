@@ -267,11 +267,13 @@ fn winograd_isas_agree_bitwise() {
     }
 }
 
-/// With few channels the im2col weight gradient runs the dot-product kernels of `dots.rs`:
-/// their AVX-512 and portable versions add in the same order with fused multiply-adds, so they
-/// give the same bits. Widths and pixel counts that leave partial tiles and partial vectors.
+/// With few channels the default options run the direct kernel of `direct.rs` (forward and
+/// input gradient, from 8 × 8 maps) and the dot-product weight gradient of `dots.rs`: their
+/// AVX-512 and portable versions add in the same order with fused multiply-adds, so they give
+/// the same bits, and they match candle. Widths and pixel counts that leave partial tiles,
+/// partial vectors and vectors spanning rows; 8 to 16 channels on either side.
 #[test]
-fn dot_kernel_isas_agree_bitwise() {
+fn small_channel_kernels_isas_agree_bitwise() {
     let bits = |t: &candle_core::Tensor| -> Vec<u32> {
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         v.into_iter().map(f32::to_bits).collect()
@@ -282,6 +284,8 @@ fn dot_kernel_isas_agree_bitwise() {
         (5, 4, 3, 7, 5),
         (2, 16, 16, 16, 16),
         (1, 3, 5, 600, 2),
+        (2, 8, 19, 9, 8),
+        (3, 16, 12, 8, 20),
     ]
     .into_iter()
     .enumerate()
@@ -301,23 +305,24 @@ fn dot_kernel_isas_agree_bitwise() {
         };
         let [a, z] = [Isa::Detect, Isa::Portable].map(|isa| {
             let opts = ConvOptions {
-                algo: ConvAlgo::Im2col,
                 isa,
                 ..ConvOptions::default()
             };
             run_conv_with(&case, Backend::Fast, &opts)
         });
-        assert!(
-            bits(&a.gw) == bits(&z.gw),
-            "{case:?}: gw differs between ISAs"
-        );
-        check_conv_with(
-            &case,
-            &ConvOptions {
-                algo: ConvAlgo::Im2col,
+        for (name, x, y) in [
+            ("y", &a.y, &z.y),
+            ("gx", &a.gx, &z.gx),
+            ("gw", &a.gw, &z.gw),
+        ] {
+            assert!(bits(x) == bits(y), "{case:?}: {name} differs between ISAs");
+        }
+        for isa in [Isa::Detect, Isa::Portable] {
+            let opts = ConvOptions {
+                isa,
                 ..ConvOptions::default()
-            },
-        )
-        .unwrap();
+            };
+            check_conv_with(&case, &opts).unwrap();
+        }
     }
 }
