@@ -472,7 +472,10 @@ fn conv_bwd_masked(
     // The weight gradient of a 3×3 stride-1 layer goes through Winograd when it applies.
     let wino_w = need_w && crate::winograd::applies(g, opts.algo);
     let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy, opts));
-    let need_w = need_w && !wino_w;
+    // With few input channels, the direct kernel's (no im2col copy).
+    let direct_w = need_w && !wino_w && opts.algo == ConvAlgo::Auto && crate::direct::applies(g);
+    let direct_gw = direct_w.then(|| crate::direct::conv_grad_w(g, x, gy, Simd::new(opts.isa)));
+    let need_w = need_w && !wino_w && !direct_w;
     let col2im_x = need_x && !flipped;
     if col2im_x {
         gx = Some(vec![0.0f32; g.b * g.in_img()]);
@@ -633,7 +636,7 @@ fn conv_bwd_masked(
     });
     ConvGrads {
         gx,
-        gw: wino_gw.or(gw),
+        gw: wino_gw.or(direct_gw).or(gw),
         gb,
     }
 }
