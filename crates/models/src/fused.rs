@@ -36,13 +36,21 @@ pub struct TrainStep {
     pub grads: GradStore,
 }
 
+/// A batch norm's input (the conv output), statistics and forward scale and shift.
+struct SavedBn {
+    z: Vec<f32>,
+    stats: ChannelStats,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
 /// What one layer's backward needs from its forward.
 enum Saved {
     /// `relu(conv(x))` or `relu(bn(conv(x)))`; `z` is the conv output before batch norm.
     Conv {
         prefix: String,
         s: Conv3x3,
-        bn: Option<(Vec<f32>, ChannelStats)>,
+        bn: Option<SavedBn>,
     },
     Pool {
         planes: usize,
@@ -194,17 +202,27 @@ impl Model {
                         let (y, bn_saved) = if bn {
                             let z = slices::conv3x3_forward(s, &x, &w, &bias, false, &opts);
                             let hw = shape.h * shape.w;
+                            let tb = profile::start();
                             let stats = slices::channel_stats(&z, shape.b, *c_out, hw);
                             let (gamma, beta) = self.weights(&format!("{prefix}.bn"))?;
                             let (a, sh) = slices::batch_norm_affine(&stats, &gamma, &beta, BN_EPS);
                             let y = slices::channel_affine(&z, &a, &sh, *c_out, hw, true);
+                            profile::record_as(tb, "batch norm", "forward");
+                            let tr = profile::start();
                             self.update_running_stats(
                                 &format!("{prefix}.bn"),
                                 &stats,
                                 shape.b * hw,
                             )?;
+                            profile::record_as(tr, "batch norm running stats", "forward");
                             weights.insert(format!("{prefix}.bn"), (gamma, beta));
-                            (y, Some((z, stats)))
+                            let saved = SavedBn {
+                                z,
+                                stats,
+                                scale: a,
+                                shift: sh,
+                            };
+                            (y, Some(saved))
                         } else {
                             (slices::conv3x3_forward(s, &x, &w, &bias, true, &opts), None)
                         };
@@ -296,20 +314,22 @@ impl Model {
                 Saved::Conv { prefix, s, bn } => {
                     let (w, _) = &weights[prefix];
                     let gz = match bn {
-                        Some((z, stats)) => {
+                        Some(bn) => {
                             let bnp = format!("{prefix}.bn");
                             let (gamma, _) = &weights[&bnp];
+                            let tb = profile::start();
                             let (gz, gg, gb) = slices::batch_norm_relu_backward(
-                                z,
-                                stats,
+                                &bn.z,
+                                &bn.stats,
                                 gamma,
-                                Some(y),
+                                Some((&bn.scale, &bn.shift)),
                                 &grad,
                                 BN_EPS,
                                 s.b,
                                 s.o,
                                 s.h * s.w,
                             );
+                            profile::record_as(tb, "batch norm", "backward");
                             put(format!("{bnp}.weight"), gg)?;
                             put(format!("{bnp}.bias"), gb)?;
                             slices::conv3x3_backward(*s, x, w, &gz, None, need_x, &opts)
@@ -547,6 +567,16 @@ pub mod profile {
 
     pub(crate) fn start() -> Option<Instant> {
         ON.load(Ordering::Relaxed).then(Instant::now)
+    }
+
+    /// Records a part of a layer under its own name (also counted in the layer's time).
+    pub(crate) fn record_as(t0: Option<Instant>, what: &str, dir: &'static str) {
+        let Some(t0) = t0 else { return };
+        let secs = t0.elapsed().as_secs_f64();
+        let mut t = TIMES.lock().expect("profile lock");
+        let e = t.entry((format!("({what})"), dir)).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += secs;
     }
 
     pub(crate) fn record(t0: Option<Instant>, block: &str, l: &LayerSpec, dir: &'static str) {

@@ -45,6 +45,7 @@ mod geom;
 mod options;
 mod par;
 mod pool;
+mod rows;
 mod simd;
 pub mod slices;
 mod winograd;

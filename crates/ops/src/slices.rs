@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::geom::Geom;
 use crate::options::{ConvOptions, Isa};
 use crate::par::{alloc_overwritten, gemm_f32};
+use crate::rows;
 use crate::simd::Simd;
 
 /// A 3×3, stride-1, padding-1 convolution over `[b, c, h, w]` into `[b, o, h, w]`: every conv
@@ -171,25 +172,30 @@ fn channel_sums(
         .collect()
 }
 
-/// The channel statistics of `x` `[n, c, hw]`.
+/// The channel statistics of `x` `[n, c, hw]`, in one pass: sums of `x − K` and `(x − K)²`
+/// per channel, with the shift `K` the channel's mean over the first image (close to the batch
+/// mean, so the variance `E[(x−K)²] − (E[x−K])²` does not cancel).
 pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> ChannelStats {
     assert_eq!(x.len(), n * c * hw, "batch-norm input length");
     let row = c * hw;
     let m = (n * hw) as f64;
-    let sums = channel_sums(n, c, hw, 1, |b, acc| {
-        for (a, v) in acc.iter_mut().zip(&x[b * row..(b + 1) * row]) {
-            *a += *v;
-        }
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| {
+            let p = &x[ch * hw..(ch + 1) * hw];
+            (p.iter().map(|v| *v as f64).sum::<f64>() / hw.max(1) as f64) as f32
+        })
+        .collect();
+    let krow = expand(shift.iter().copied(), hw);
+    let sums = channel_sums(n, c, hw, 2, |b, acc| {
+        let (a1, a2) = acc.split_at_mut(row);
+        rows::shifted_sums(&x[b * row..(b + 1) * row], &krow, a1, a2);
     });
-    let mean: Vec<f64> = sums[0].iter().map(|s| s / m).collect();
-    let mrow = expand(mean.iter().map(|v| *v as f32), hw);
-    let sq = channel_sums(n, c, hw, 1, |b, acc| {
-        for ((a, v), mu) in acc.iter_mut().zip(&x[b * row..(b + 1) * row]).zip(&mrow) {
-            let d = *v - *mu;
-            *a += d * d;
-        }
-    });
-    let var = sq[0].iter().map(|s| s / m).collect();
+    let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
+    for ch in 0..c {
+        let d = sums[0][ch] / m;
+        mean.push(shift[ch] as f64 + d);
+        var.push((sums[1][ch] / m - d * d).max(0.0));
+    }
     ChannelStats { mean, var }
 }
 
@@ -212,12 +218,7 @@ pub fn channel_affine(
         .zip(x.par_chunks(row * ipt))
         .for_each(|(yc, xc)| {
             for (yi, xi) in yc.chunks_mut(row).zip(xc.chunks(row)) {
-                let it = yi.iter_mut().zip(xi).zip(arow.iter().zip(&brow));
-                if relu {
-                    it.for_each(|((o, v), (a, b))| *o = (*v * *a + *b).max(0.0));
-                } else {
-                    it.for_each(|((o, v), (a, b))| *o = *v * *a + *b);
-                }
+                rows::affine(xi, &arow, &brow, yi, relu);
             }
         });
     y
@@ -240,14 +241,16 @@ pub fn batch_norm_affine(
 }
 
 /// Gradients of `relu(batch_norm(x))` in training mode: given the input `x` `[n, c, hw]`, its
-/// batch statistics, the output `y` (for the ReLU mask; `None`: no ReLU) and the output
-/// gradient `dy`, returns `(dx, dγ, dβ)`.
+/// batch statistics, the forward's per-channel scale and shift `relu = Some((a, b))` (the ReLU
+/// passed where `x·a + b > 0`, which [`channel_affine`] computes the same way; `None`: no ReLU)
+/// and the output gradient `dy`, returns `(dx, dγ, dβ)`. Recomputing the mask from `x` spares a
+/// pass over the output, which at these sizes is memory-bound.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_relu_backward(
     x: &[f32],
     stats: &ChannelStats,
     gamma: &[f32],
-    y: Option<&[f32]>,
+    relu: Option<(&[f32], &[f32])>,
     dy: &[f32],
     eps: f64,
     n: usize,
@@ -256,45 +259,21 @@ pub fn batch_norm_relu_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), n * c * hw, "batch-norm input length");
     assert_eq!(dy.len(), x.len(), "batch-norm gradient length");
-    if let Some(y) = y {
-        assert_eq!(y.len(), x.len(), "batch-norm output length");
+    if let Some((a, b)) = relu {
+        assert!(a.len() == c && b.len() == c, "batch-norm affine length");
     }
     let row = c * hw;
     let m = (n * hw) as f64;
     let mrow = expand(stats.mean.iter().map(|v| *v as f32), hw);
-    // dβ = Σ dy', dγ = Σ dy'·x̂ = inv · Σ dy'·(x − μ) per channel.
+    let relu_rows =
+        relu.map(|(a, b)| (expand(a.iter().copied(), hw), expand(b.iter().copied(), hw)));
+    // dβ = Σ dy', dγ = Σ dy'·x̂ = inv · Σ dy'·(x − μ) per channel. (Index loops over slices
+    // cut to one length: the form LLVM vectorises.)
     let sums = channel_sums(n, c, hw, 2, |b, acc| {
         let (ab, ac) = acc.split_at_mut(row);
         let off = b * row;
-        let xs = &x[off..off + row];
-        match y {
-            Some(y) => {
-                let (gs, ys) = (&dy[off..off + row], &y[off..off + row]);
-                for ((((b, c), x), g), (y, mu)) in ab
-                    .iter_mut()
-                    .zip(ac.iter_mut())
-                    .zip(xs)
-                    .zip(gs)
-                    .zip(ys.iter().zip(&mrow))
-                {
-                    let g = if *y > 0.0 { *g } else { 0.0 };
-                    *b += g;
-                    *c += g * (*x - *mu);
-                }
-            }
-            None => {
-                let gs = &dy[off..off + row];
-                for (((b, c), x), (g, mu)) in ab
-                    .iter_mut()
-                    .zip(ac.iter_mut())
-                    .zip(xs)
-                    .zip(gs.iter().zip(&mrow))
-                {
-                    *b += *g;
-                    *c += *g * (*x - *mu);
-                }
-            }
-        }
+        let relu = relu_rows.as_ref().map(|(a, b)| (&a[..], &b[..]));
+        rows::bn_grad_sums(&x[off..off + row], &dy[off..off + row], &mrow, relu, ab, ac);
     });
     let inv: Vec<f64> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let dbeta = &sums[0];
@@ -319,29 +298,9 @@ pub fn batch_norm_relu_backward(
         .for_each(|(t, out)| {
             for (bi, o) in out.chunks_mut(row).enumerate() {
                 let off = (t * ipt + bi) * row;
+                let relu = relu_rows.as_ref().map(|(a, b)| (&a[..], &b[..]));
                 let (xs, gs) = (&x[off..off + row], &dy[off..off + row]);
-                match y {
-                    Some(y) => {
-                        let ys = &y[off..off + row];
-                        for ((o, (x, g)), (y, (a, (b, c)))) in o
-                            .iter_mut()
-                            .zip(xs.iter().zip(gs))
-                            .zip(ys.iter().zip(k1.iter().zip(k2.iter().zip(&k0))))
-                        {
-                            let g = if *y > 0.0 { *g } else { 0.0 };
-                            *o = *a * g - *b * *x + *c;
-                        }
-                    }
-                    None => {
-                        for ((o, (x, g)), (a, (b, c))) in o
-                            .iter_mut()
-                            .zip(xs.iter().zip(gs))
-                            .zip(k1.iter().zip(k2.iter().zip(&k0)))
-                        {
-                            *o = *a * *g - *b * *x + *c;
-                        }
-                    }
-                }
+                rows::bn_grad_x(xs, gs, relu, &k1, &k2, &k0, o);
             }
         });
     (
