@@ -80,7 +80,8 @@ struct Args {
     /// A Python with torch (+torchvision): also run the cases in PyTorch and print ours/torch.
     #[arg(long)]
     torch: Option<String>,
-    /// The PyTorch side's script (default: scripts/bench_torch.py of this workspace).
+    /// The PyTorch side's script (default: scripts/bench_torch.py of this workspace); the epoch
+    /// cases run bench_torch_epoch.py from the same folder.
     #[arg(long)]
     torch_script: Option<PathBuf>,
     /// cpu or cuda (cuda needs the `cuda` feature: `cargo xtask bench --device cuda`).
