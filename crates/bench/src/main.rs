@@ -827,10 +827,14 @@ fn main() -> Result<()> {
         "CPU: {} ({} logical CPUs, {:.0} MHz from /proc/cpuinfo); {threads} thread(s); fp32 peak ≈ {peak:.0} GFLOP/s ({})",
         cpu.name, cpu.cpus, cpu.mhz, cpu.assumption
     );
+    let timing = if cases.is_empty() {
+        "one run per case".to_string()
+    } else {
+        format!("best of {} timed iteration(s) after 1 warm-up", a.iters)
+    };
     println!(
-        "device {}, best of {} timed iteration(s) after 1 warm-up; load average before {load_before}, after {load_after}; {:.0} s",
+        "device {}, {timing}; load average before {load_before}, after {load_after}; {:.0} s",
         a.device,
-        a.iters,
         started.elapsed().as_secs_f64()
     );
     if !results.is_empty() {
