@@ -1,4 +1,5 @@
-//! `cargo xtask bench [ARGS]`: builds and runs `pyramid-bench` (crates/bench) in release mode.
+//! `cargo xtask bench [ARGS]`: builds and runs `pyramid-bench` (crates/bench) in release mode:
+//! per-step cases of VGG19 / SVGG5 and whole-epoch cases of the CPU configs (`epoch-d16-bn` …).
 //! `cargo xtask bench data [ARGS]` is its input-pipeline bench (`pyramid-bench data`, ours vs
 //! torchvision's DataLoader); the arguments pass through unchanged.
 //!

@@ -6,7 +6,11 @@
 //! - `train96`: 96×96, batch 32, training step;
 //! - `infer96`: 96×96, batch 64, inference (eval mode, no dropout);
 //! - `train32`: 32×32, batch 64, training step;
-//! - `infer32`: 32×32, batch 64, inference (not in the default set).
+//! - `infer32`: 32×32, batch 64, inference (not in the default set);
+//! - `epoch-d16-bn`, `epoch-d16-nobn`, `epoch-d8-bn`, `epoch-d8-nobn`: one whole training epoch of
+//!   VGG19 (width ÷16 or ÷8, with or without batch norm) over full Fashion-MNIST as `pyramid run`
+//!   does it for the CPU configs, then the test pass (epoch.rs; PyTorch side:
+//!   scripts/bench_torch_epoch.py). Model-independent: they run once, not per `--models` entry.
 //!
 //! Every case runs in a fresh child process (this binary re-invoked with the hidden
 //! `--single CASE`), so its peak RSS (`VmHWM`) is its own. With `--torch PYTHON` the same cases
@@ -19,6 +23,7 @@
 //! resume.rs.
 
 mod data;
+mod epoch;
 mod resume;
 
 use std::path::{Path, PathBuf};
@@ -40,9 +45,28 @@ struct Args {
     /// Comma-separated models: vgg19, svgg5 (or any SVGG name, e.g. svgg3b).
     #[arg(long, default_value = "vgg19,svgg5", value_delimiter = ',')]
     models: Vec<String>,
-    /// Comma-separated cases: train96 (b32), infer96 (b64), train32 (b64), infer32 (b64).
-    #[arg(long, default_value = "train96,infer96,train32", value_delimiter = ',')]
+    /// Comma-separated cases: train96 (b32), infer96 (b64), train32 (b64), infer32 (b64), and the
+    /// whole-epoch cases epoch-d16-bn, epoch-d16-nobn, epoch-d8-bn, epoch-d8-nobn.
+    #[arg(
+        long,
+        default_value = "train96,infer96,train32,epoch-d16-bn,epoch-d16-nobn,epoch-d8-bn,epoch-d8-nobn",
+        value_delimiter = ','
+    )]
     cases: Vec<String>,
+    /// Epoch cases: fused (the fused training step the engine uses), candle (the same epoch
+    /// through candle's autograd, `Model::set_fused(false)`) or both.
+    #[arg(long, default_value = "fused")]
+    epoch_backend: String,
+    /// Epoch cases: run at most N training and N test batches (quick checks; not an epoch).
+    #[arg(long)]
+    limit_batches: Option<usize>,
+    /// Epoch cases: print the fused step's per-layer wall times of the training batches.
+    #[arg(long)]
+    profile: bool,
+    /// Epoch cases: Fashion-MNIST directory (default: $PYRAMID_DATA, then
+    /// /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
     /// Timed iterations per case (after one warm-up iteration); the best is reported.
     #[arg(long, default_value_t = 3)]
     iters: usize,
@@ -56,7 +80,8 @@ struct Args {
     /// A Python with torch (+torchvision): also run the cases in PyTorch and print ours/torch.
     #[arg(long)]
     torch: Option<String>,
-    /// The PyTorch side's script (default: scripts/bench_torch.py of this workspace).
+    /// The PyTorch side's script (default: scripts/bench_torch.py of this workspace); the epoch
+    /// cases run bench_torch_epoch.py from the same folder.
     #[arg(long)]
     torch_script: Option<PathBuf>,
     /// cpu or cuda (cuda needs the `cuda` feature: `cargo xtask bench --device cuda`).
@@ -448,6 +473,114 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.prec$}"))
 }
 
+/// The header row of the per-step cases' table.
+fn print_step_header() {
+    println!(
+        "{:<7} {:<12} {:<7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>9} {:>9}",
+        "model",
+        "case",
+        "backend",
+        "img/s",
+        "step ms",
+        "fwd ms",
+        "bwd ms",
+        "upd ms",
+        "GFLOP/s",
+        "%peak",
+        "RSS MiB",
+        "x torch",
+        "RSS/torch"
+    );
+}
+
+/// One epoch case's measurement, as in `--json`'s `epoch_results`.
+#[derive(Debug, Clone, Serialize)]
+struct EpochResult {
+    /// e.g. `epoch-d16-bn`.
+    case: String,
+    /// fused, candle or torch.
+    backend: String,
+    #[serde(flatten)]
+    raw: epoch::EpochRaw,
+}
+
+/// The epoch cases' table (and its Markdown form), with ours/torch speed-up and RSS ratio.
+fn print_epoch_table(results: &[EpochResult], markdown: bool, limit: Option<usize>) {
+    let torch_of = |r: &EpochResult| {
+        results
+            .iter()
+            .find(|t| t.backend == "torch" && t.case == r.case && r.backend != "torch")
+    };
+    println!();
+    match limit {
+        Some(n) => println!("whole epochs, capped at {n} train / {n} test batches (--limit-batches): not a full epoch"),
+        None => println!("whole epochs: 60,000 training images (batch 128) + 10,000 test images (batch 500)"),
+    }
+    println!(
+        "{:<15} {:<7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "case",
+        "backend",
+        "train s",
+        "test s",
+        "img/s",
+        "CPU s",
+        "loss",
+        "test %",
+        "RSS MiB",
+        "x torch",
+        "RSS/torch",
+        "setup s"
+    );
+    for r in results {
+        let t = torch_of(r);
+        let x = &r.raw;
+        println!(
+            "{:<15} {:<7} {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.4} {:>8.2} {:>8.0} {:>8} {:>9} {:>9.1}",
+            r.case,
+            r.backend,
+            x.train_s,
+            x.test_s,
+            x.train_images_per_s(),
+            x.cpu_s,
+            x.train_loss,
+            x.test_acc,
+            x.peak_rss_kib as f64 / 1024.0,
+            fmt_opt(t.map(|t| speedup(x, &t.raw)), 2),
+            fmt_opt(t.map(|t| x.peak_rss_kib as f64 / t.raw.peak_rss_kib.max(1) as f64), 2),
+            x.setup_s,
+        );
+    }
+    if markdown {
+        println!();
+        println!("| case | backend | epoch s: train + test | train img/s | CPU s | train loss | test acc % | peak RSS MiB | speed-up vs torch | RSS vs torch |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for r in results {
+            let t = torch_of(r);
+            let x = &r.raw;
+            let ratio = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}×"));
+            println!(
+                "| {} | {} | {:.1} + {:.1} | {:.0} | {:.0} | {:.3} | {:.2} | {:.0} | {} | {} |",
+                r.case,
+                r.backend,
+                x.train_s,
+                x.test_s,
+                x.train_images_per_s(),
+                x.cpu_s,
+                x.train_loss,
+                x.test_acc,
+                x.peak_rss_kib as f64 / 1024.0,
+                ratio(t.map(|t| speedup(x, &t.raw))),
+                ratio(t.map(|t| x.peak_rss_kib as f64 / t.raw.peak_rss_kib.max(1) as f64)),
+            );
+        }
+    }
+}
+
+/// Speed-up of `ours` over `torch` on the whole epoch (train + test wall time): > 1 = faster.
+fn speedup(ours: &epoch::EpochRaw, torch: &epoch::EpochRaw) -> f64 {
+    (torch.train_s + torch.test_s) / (ours.train_s + ours.test_s).max(1e-12)
+}
+
 // No `#[global_allocator]`: std's (glibc malloc) beat a recycling allocator, mimalloc and
 // jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator").
 
@@ -469,6 +602,30 @@ fn main() -> Result<()> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
+    if let Some(limit) = a.limit_batches {
+        if limit == 0 {
+            bail!("--limit-batches must be at least 1");
+        }
+    }
+    if let Some(case) = a.single.as_deref().filter(|c| c.starts_with("epoch-")) {
+        let (name, backend) = case.split_once('/').unwrap_or((case, "fused"));
+        let c = epoch::EpochCase::parse(name).ok_or_else(|| anyhow!("bad epoch case `{name}`"))?;
+        let fused = match backend {
+            "fused" => true,
+            "candle" => false,
+            b => bail!("epoch backend `{b}` cannot run in pyramid-bench (fused or candle)"),
+        };
+        let raw = epoch::run(
+            c,
+            fused,
+            a.limit_batches,
+            a.data_root.as_deref(),
+            a.profile,
+            threads,
+        )?;
+        println!("{}", serde_json::to_string(&raw)?);
+        return Ok(());
+    }
     if let Some(case) = &a.single {
         let case = Case::parse(case)?;
         let raw = run_single(&case, a.iters, &a.device, threads)?;
@@ -489,11 +646,47 @@ fn main() -> Result<()> {
         "both" => vec!["fast", "candle"],
         b => bail!("unknown backend `{b}` (fast, candle or both)"),
     };
+    let epoch_backends: Vec<&str> = match a.epoch_backend.as_str() {
+        "fused" => vec!["fused"],
+        "candle" => vec!["candle"],
+        "both" => vec!["fused", "candle"],
+        b => bail!("unknown epoch backend `{b}` (fused, candle or both)"),
+    };
+    let (epoch_names, step_names): (Vec<&String>, Vec<&String>) =
+        a.cases.iter().partition(|c| c.trim().starts_with("epoch-"));
+    let mut epoch_cases = vec![];
+    for c in &epoch_names {
+        let e = epoch::EpochCase::parse(c).ok_or_else(|| {
+            anyhow!(
+                "unknown case `{}` (epoch cases: {})",
+                c.trim(),
+                epoch::CASES.join(", ")
+            )
+        })?;
+        if a.device != "cpu" {
+            bail!("the epoch cases run on the CPU only (--device cpu)");
+        }
+        let mut bs: Vec<&str> = epoch_backends.clone();
+        if a.torch.is_some() {
+            bs.push("torch");
+        }
+        for b in bs {
+            epoch_cases.push((e, b));
+        }
+    }
+    if !epoch_cases.is_empty() {
+        // Before any case runs: the epoch cases need the full data set's files.
+        pyramid_datasets::locate(
+            pyramid_datasets::DatasetKind::FashionMnist,
+            a.data_root.as_deref(),
+        )
+        .context("the epoch cases train on full Fashion-MNIST")?;
+    }
     let mut cases = vec![];
     for m in &a.models {
         let m = m.trim().to_ascii_lowercase();
         model_id(&m)?;
-        for c in &a.cases {
+        for c in &step_names {
             let (kind, size, batch) = case_shape(c)?;
             let mut bs: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
             if a.torch.is_some() {
@@ -516,7 +709,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     eprintln!(
         "pyramid-bench: {} case(s), device {}, {threads} thread(s), {} timed iteration(s) (+1 warm-up), load average {load_before}",
-        cases.len(),
+        cases.len() + epoch_cases.len(),
         a.device,
         a.iters
     );
@@ -568,6 +761,55 @@ fn main() -> Result<()> {
             }
         }
     }
+    let mut epoch_results: Vec<EpochResult> = vec![];
+    for &(case, backend) in &epoch_cases {
+        let arg = format!("{}/{backend}", case.name());
+        let mut cmd = if backend == "torch" {
+            let mut c = Command::new(a.torch.as_ref().expect("torch cases need --torch"));
+            c.arg(script.with_file_name("bench_torch_epoch.py"));
+            c
+        } else {
+            let mut c = Command::new(&exe);
+            c.env("RAYON_NUM_THREADS", threads.to_string());
+            if a.profile {
+                c.arg("--profile");
+            }
+            c
+        };
+        cmd.args(["--single", &arg])
+            .args(["--threads", &threads.to_string()]);
+        if let Some(n) = a.limit_batches {
+            cmd.args(["--limit-batches", &n.to_string()]);
+        }
+        if let Some(r) = &a.data_root {
+            cmd.arg("--data-root").arg(r);
+        }
+        let t = Instant::now();
+        match data::run_json::<epoch::EpochRaw>(cmd, &arg) {
+            Ok(raw) => {
+                eprintln!(
+                    "  {:<28} train {:>7.1} s + test {:>5.1} s  {:>7.1} img/s  loss {:.4}  test acc {:.2}%  peak RSS {:>6.0} MiB  [{:.0} s]",
+                    arg,
+                    raw.train_s,
+                    raw.test_s,
+                    raw.train_images_per_s(),
+                    raw.train_loss,
+                    raw.test_acc,
+                    raw.peak_rss_kib as f64 / 1024.0,
+                    t.elapsed().as_secs_f64()
+                );
+                epoch_results.push(EpochResult {
+                    case: case.name(),
+                    backend: backend.to_string(),
+                    raw,
+                });
+            }
+            Err(e) => {
+                eprintln!("  {arg:<28} FAILED: {e:#}");
+                failures.push((arg, format!("{e:#}")));
+            }
+        }
+    }
     let load_after = loadavg();
 
     let peak = cpu.peak_gflops(threads);
@@ -585,28 +827,19 @@ fn main() -> Result<()> {
         "CPU: {} ({} logical CPUs, {:.0} MHz from /proc/cpuinfo); {threads} thread(s); fp32 peak ≈ {peak:.0} GFLOP/s ({})",
         cpu.name, cpu.cpus, cpu.mhz, cpu.assumption
     );
+    let timing = if cases.is_empty() {
+        "one run per case".to_string()
+    } else {
+        format!("best of {} timed iteration(s) after 1 warm-up", a.iters)
+    };
     println!(
-        "device {}, best of {} timed iteration(s) after 1 warm-up; load average before {load_before}, after {load_after}; {:.0} s",
+        "device {}, {timing}; load average before {load_before}, after {load_after}; {:.0} s",
         a.device,
-        a.iters,
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "{:<7} {:<12} {:<7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>9} {:>9}",
-        "model",
-        "case",
-        "backend",
-        "img/s",
-        "step ms",
-        "fwd ms",
-        "bwd ms",
-        "upd ms",
-        "GFLOP/s",
-        "%peak",
-        "RSS MiB",
-        "x torch",
-        "RSS/torch"
-    );
+    if !results.is_empty() {
+        print_step_header();
+    }
     for r in &results {
         let t = torch_of(&r.case).filter(|_| r.case.backend != "torch");
         println!(
@@ -626,7 +859,10 @@ fn main() -> Result<()> {
             fmt_opt(t.map(|t| r.peak_rss_mib / t.peak_rss_mib), 2),
         );
     }
-    if a.markdown {
+    if !epoch_results.is_empty() {
+        print_epoch_table(&epoch_results, a.markdown, a.limit_batches);
+    }
+    if a.markdown && !results.is_empty() {
         println!();
         println!("| model | case | backend | img/s | img/s (CPU-time est.) | step ms: fwd / bwd / upd | GFLOP/s | peak RSS MiB | img/s vs torch | RSS vs torch |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -668,6 +904,8 @@ fn main() -> Result<()> {
             "load_average_before": load_before,
             "load_average_after": load_after,
             "results": results,
+            "epoch_results": epoch_results,
+            "limit_batches": a.limit_batches,
             "failures": failures,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
@@ -711,7 +949,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.models, ["vgg19", "svgg5"]);
-        assert_eq!(a.cases, ["train96", "infer96", "train32"]);
+        assert_eq!(
+            a.cases,
+            [
+                "train96",
+                "infer96",
+                "train32",
+                "epoch-d16-bn",
+                "epoch-d16-nobn",
+                "epoch-d8-bn",
+                "epoch-d8-nobn"
+            ]
+        );
+        assert_eq!((a.epoch_backend.as_str(), a.limit_batches), ("fused", None));
         assert_eq!((a.iters, a.threads, a.markdown), (2, Some(2), true));
         assert_eq!(case_shape("infer96").unwrap(), (Kind::Infer, 96, 64));
         assert!(case_shape("train64").is_err());
