@@ -270,11 +270,11 @@ pub(crate) fn conv_fwd(
     relu: bool,
     opts: &ConvOptions,
 ) -> Vec<f32> {
-    if crate::winograd::applies(g, opts.algo) {
-        return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
-    }
     if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
         return crate::direct::conv_fwd(g, x, w, bias, relu, Simd::new(opts.isa));
+    }
+    if crate::winograd::applies(g, opts.algo) {
+        return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
     }
     // Every output pixel is written: by the gemm (nb == 1) or by the scatter below.
     let mut y = alloc_overwritten(g.b * g.out_img());
@@ -452,7 +452,8 @@ fn conv_bwd_masked(
         let gg =
             Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p).expect("transposed geometry");
         debug_assert_eq!((gg.ho, gg.wo), (g.h, g.w));
-        gx = Some(if crate::winograd::applies(&gg, opts.algo) {
+        let direct_x = opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg);
+        gx = Some(if !direct_x && crate::winograd::applies(&gg, opts.algo) {
             crate::winograd::conv_input_grad(&gg, gy, w, opts)
         } else {
             let k2 = g.k * g.k;
@@ -469,11 +470,11 @@ fn conv_bwd_masked(
             conv_fwd(&gg, gy, &wf, None, false, opts)
         });
     }
-    // The weight gradient of a 3×3 stride-1 layer goes through Winograd when it applies.
-    let wino_w = need_w && crate::winograd::applies(g, opts.algo);
+    // The weight gradient of a 3×3 stride-1 layer: the direct kernel's with few input channels
+    // (no im2col copy), else Winograd's where it applies.
+    let direct_w = need_w && opts.algo == ConvAlgo::Auto && crate::direct::applies_grad_w(g);
+    let wino_w = need_w && !direct_w && crate::winograd::applies(g, opts.algo);
     let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy, opts));
-    // With few input channels, the direct kernel's (no im2col copy).
-    let direct_w = need_w && !wino_w && opts.algo == ConvAlgo::Auto && crate::direct::applies(g);
     let direct_gw = direct_w.then(|| crate::direct::conv_grad_w(g, x, gy, Simd::new(opts.isa)));
     let need_w = need_w && !wino_w && !direct_w;
     let col2im_x = need_x && !flipped;

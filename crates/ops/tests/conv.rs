@@ -271,7 +271,7 @@ fn winograd_isas_agree_bitwise() {
 /// input gradient, from 8 × 8 maps) and the dot-product weight gradient of `dots.rs`: their
 /// AVX-512 and portable versions add in the same order with fused multiply-adds, so they give
 /// the same bits, and they match candle. Widths and pixel counts that leave partial tiles,
-/// partial vectors and vectors spanning rows; 8 to 16 channels on either side.
+/// partial vectors and vectors spanning rows; 1 to 32 channels.
 #[test]
 fn small_channel_kernels_isas_agree_bitwise() {
     let bits = |t: &candle_core::Tensor| -> Vec<u32> {
@@ -286,6 +286,8 @@ fn small_channel_kernels_isas_agree_bitwise() {
         (1, 3, 5, 600, 2),
         (2, 8, 19, 9, 8),
         (3, 16, 12, 8, 20),
+        (2, 24, 32, 9, 10),
+        (1, 32, 16, 8, 8),
     ]
     .into_iter()
     .enumerate()
