@@ -582,9 +582,11 @@ fn speedup(ours: &epoch::EpochRaw, torch: &epoch::EpochRaw) -> f64 {
 }
 
 // No `#[global_allocator]`: std's (glibc malloc) beat a recycling allocator, mimalloc and
-// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator").
+// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator"); `main`
+// tells it to keep freed memory (`pyramid_ops::keep_freed_memory`).
 
 fn main() -> Result<()> {
+    pyramid_ops::keep_freed_memory();
     // `pyramid-bench data ...`: the input-pipeline bench (data.rs).
     if std::env::args_os().nth(1).is_some_and(|a| a == "data") {
         return data::main(std::env::args_os().skip(2));

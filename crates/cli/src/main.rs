@@ -11,7 +11,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 // No `#[global_allocator]`: std's (glibc malloc) beat a recycling allocator, mimalloc and
-// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator").
+// jemalloc on VGG19 training and on a CPU-config run (docs/benchmarks.md, "Allocator"); `main`
+// tells it to keep freed memory (`pyramid_ops::keep_freed_memory`).
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +46,7 @@ enum Command {
 }
 
 fn main() {
+    pyramid_ops::keep_freed_memory();
     let cli = Cli::parse();
     let (console, capture) = match &cli.command {
         Command::Run(a) => (a.console(), a.writes_run_log()),
