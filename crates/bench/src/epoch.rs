@@ -240,8 +240,12 @@ pub fn profile_table(
     use std::fmt::Write;
     let mut v: Vec<_> = rows.iter().collect();
     v.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
-    // fold, not sum: an empty sum of f64 is -0.0.
-    let total = v.iter().fold(0.0, |t, r| t + r.1 .1);
+    // fold, not sum: an empty sum of f64 is -0.0. Parts of a layer, such as "(batch norm)",
+    // are inside their layer's row already.
+    let total = v
+        .iter()
+        .filter(|r| !r.0 .0.starts_with('('))
+        .fold(0.0, |t, r| t + r.1 .1);
     let mut s = String::new();
     let _ = writeln!(
         s,

@@ -559,7 +559,8 @@ pub mod profile {
     }
 
     /// What was recorded: `(layer kind, direction) → (calls, seconds)`, layer kinds such as
-    /// `conv 16→32 @8x8`.
+    /// `B3 conv 16→32` (the block gives the map size), and parts of layers in parentheses,
+    /// such as `(batch norm)`, whose time is also in their layer's row.
     pub fn take() -> BTreeMap<(String, &'static str), (u64, f64)> {
         ON.store(false, Ordering::Relaxed);
         std::mem::take(&mut *TIMES.lock().expect("profile lock"))
