@@ -306,13 +306,20 @@ impl Model {
             grads.insert(var, t);
             Ok(())
         };
+        // Whether `grad` already carries the ReLU mask of the layer it is the output gradient
+        // of: a layer whose input is a conv's (ReLU) output applies that mask as it writes its
+        // input gradient, which spares the conv a masking pass of its own.
+        let mut grad_masked = false;
         for (i, s) in saved.iter().enumerate().rev() {
             let need_x = i > 0;
             let (x, y) = (&acts[i], &acts[i + 1]);
+            let below_relu = i > 0 && matches!(saved[i - 1], Saved::Conv { .. });
             let t0 = profile::start();
+            let masked_in = std::mem::replace(&mut grad_masked, false);
             grad = match s {
                 Saved::Conv { prefix, s, bn } => {
                     let (w, _) = &weights[prefix];
+                    let mask = (below_relu && need_x).then_some(&x[..]);
                     let gz = match bn {
                         Some(bn) => {
                             let bnp = format!("{prefix}.bn");
@@ -322,7 +329,7 @@ impl Model {
                                 &bn.z,
                                 &bn.stats,
                                 gamma,
-                                Some((&bn.scale, &bn.shift)),
+                                (!masked_in).then_some((&bn.scale[..], &bn.shift[..])),
                                 &grad,
                                 BN_EPS,
                                 s.b,
@@ -332,15 +339,28 @@ impl Model {
                             profile::record_as(tb, "batch norm", "backward");
                             put(format!("{bnp}.weight"), gg)?;
                             put(format!("{bnp}.bias"), gb)?;
-                            slices::conv3x3_backward(*s, x, w, &gz, None, need_x, &opts)
+                            slices::conv3x3_backward(*s, x, w, &gz, None, mask, need_x, &opts)
                         }
-                        None => slices::conv3x3_backward(*s, x, w, &grad, Some(y), need_x, &opts),
+                        None => {
+                            let y_relu = (!masked_in).then_some(&y[..]);
+                            slices::conv3x3_backward(*s, x, w, &grad, y_relu, mask, need_x, &opts)
+                        }
                     };
+                    grad_masked = mask.is_some();
                     put(format!("{prefix}.weight"), gz.w)?;
                     put(format!("{prefix}.bias"), gz.b)?;
                     gz.x.unwrap_or_default()
                 }
                 Saved::Pool { planes, h, w } => {
+                    // The gradient of a window goes to its maximum, whose value is the pool's
+                    // output: masking the output gradient by `output > 0` masks the input
+                    // gradient by the ReLU below.
+                    if below_relu && !masked_in {
+                        grad.iter_mut()
+                            .zip(y.iter())
+                            .for_each(|(g, v)| *g = if *v > 0.0 { *g } else { 0.0 });
+                        grad_masked = true;
+                    }
                     slices::max_pool2x2_backward(x, &grad, *planes, *h, *w, isa)
                 }
                 Saved::Flatten => grad,

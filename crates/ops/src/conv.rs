@@ -271,7 +271,7 @@ pub(crate) fn conv_fwd(
     opts: &ConvOptions,
 ) -> Vec<f32> {
     if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
-        return crate::direct::conv_fwd(g, x, w, bias, relu, Simd::new(opts.isa));
+        return crate::direct::conv_fwd(g, x, w, bias, relu, None, Simd::new(opts.isa));
     }
     if crate::winograd::applies(g, opts.algo) {
         return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
@@ -409,12 +409,17 @@ fn relu_mask_into(out: &mut [f32], gy: &[f32], y: &[f32]) {
 
 /// Gradients of a convolution (see [`ConvGrads`]).
 #[allow(clippy::too_many_arguments)]
+///
+/// With `gx_mask` (shaped like `x`) the input gradient is zeroed where the mask is not positive:
+/// the ReLU mask of the layer below (whose output is `x`), applied as the gradient is written.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_bwd(
     g: &Geom,
     x: &[f32],
     w: &[f32],
     gy: &[f32],
     y_relu: Option<&[f32]>,
+    gx_mask: Option<&[f32]>,
     need_x: bool,
     need_w: bool,
     need_b: bool,
@@ -424,24 +429,35 @@ pub(crate) fn conv_bwd(
         Some(y) if need_x || need_w || need_b => MASK_BUF.with(|buf| {
             let masked = grow(buf, gy.len());
             relu_mask_into(masked, gy, y);
-            conv_bwd_masked(g, x, w, masked, need_x, need_w, need_b, opts)
+            conv_bwd_masked(g, x, w, masked, gx_mask, need_x, need_w, need_b, opts)
         }),
-        _ => conv_bwd_masked(g, x, w, gy, need_x, need_w, need_b, opts),
+        _ => conv_bwd_masked(g, x, w, gy, gx_mask, need_x, need_w, need_b, opts),
     }
 }
 
 /// [`conv_bwd`] given the output gradient of the convolution itself (ReLU already applied).
+#[allow(clippy::too_many_arguments)]
 #[allow(clippy::too_many_arguments)]
 fn conv_bwd_masked(
     g: &Geom,
     x: &[f32],
     w: &[f32],
     gy: &[f32],
+    gx_mask: Option<&[f32]>,
     need_x: bool,
     need_w: bool,
     need_b: bool,
     opts: &ConvOptions,
 ) -> ConvGrads {
+    if let Some(m) = gx_mask {
+        assert_eq!(
+            m.len(),
+            x.len(),
+            "conv backward: input-gradient mask length"
+        );
+    }
+    // Whether gx still needs `gx_mask` applied after it is computed.
+    let mut mask_after = gx_mask.is_some();
     let (kk, o, np) = (g.kk(), g.o, g.npix());
     // Stride 1: the input gradient is a convolution of the output gradient with the flipped,
     // transposed kernel (padding K-1-p), computed by `conv_fwd` directly into gx: a gemm with
@@ -467,7 +483,12 @@ fn conv_bwd_masked(
                     }
                 }
             }
-            conv_fwd(&gg, gy, &wf, None, false, opts)
+            if opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg) {
+                mask_after = false;
+                crate::direct::conv_fwd(&gg, gy, &wf, None, false, gx_mask, Simd::new(opts.isa))
+            } else {
+                conv_fwd(&gg, gy, &wf, None, false, opts)
+            }
         });
     }
     // The weight gradient of a 3×3 stride-1 layer: the direct kernel's with few input channels
@@ -635,6 +656,16 @@ fn conv_bwd_masked(
         }
         out.into_iter().map(|v| v as f32).collect()
     });
+    if let (Some(gx), Some(m), true) = (gx.as_mut(), gx_mask, mask_after) {
+        use rayon::prelude::*;
+        gx.par_chunks_mut(1 << 15)
+            .zip(m.par_chunks(1 << 15))
+            .for_each(|(g, m)| {
+                g.iter_mut()
+                    .zip(m)
+                    .for_each(|(g, m)| *g = if *m > 0.0 { *g } else { 0.0 })
+            });
+    }
     ConvGrads {
         gx,
         gw: wino_gw.or(direct_gw).or(gw),

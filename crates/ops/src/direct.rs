@@ -67,15 +67,27 @@ fn tap_masks(h: usize, w: usize) -> Vec<[u16; 9]> {
 }
 
 /// `y = conv(x, w) + bias`, then ReLU when `relu`, for a layer where [`applies`] holds.
+///
+/// With `out_mask` (an `[B, O, H, W]` buffer) each output is kept where the mask's element is
+/// positive and zeroed elsewhere: the ReLU mask of the layer below, applied to an input gradient
+/// as it is written instead of in a pass of its own.
 pub(crate) fn conv_fwd(
     g: &Geom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
+    out_mask: Option<&[f32]>,
     simd: Simd,
 ) -> Vec<f32> {
     debug_assert!(applies(g));
+    if let Some(m) = out_mask {
+        assert_eq!(
+            m.len(),
+            g.b * g.o * g.h * g.w,
+            "direct conv: output mask length"
+        );
+    }
     let (hw, c, o) = (g.h * g.w, g.c, g.o);
     let masks = tap_masks(g.h, g.w);
     let mut y = alloc_overwritten(g.b * o * hw);
@@ -96,6 +108,7 @@ pub(crate) fn conv_fwd(
             w,
             bias,
             relu,
+            out_mask: out_mask.map(|m| &m[(b * o + o0) * hw..(b * o + o0 + on) * hw]),
             o0,
             on,
             masks: &masks,
@@ -119,6 +132,8 @@ struct Tile<'a> {
     w: &'a [f32],
     bias: Option<&'a [f32]>,
     relu: bool,
+    /// This unit's planes of the output mask.
+    out_mask: Option<&'a [f32]>,
     o0: usize,
     on: usize,
     masks: &'a [[u16; 9]],
@@ -167,7 +182,8 @@ fn portable(t: &Tile, yb: &mut [f32]) {
             for (l, a) in acc.iter().enumerate() {
                 let q = v * LANES + l;
                 if q < hw {
-                    yb[oi * hw + q] = t.finish(oi, *a);
+                    let keep = t.out_mask.is_none_or(|m| m[oi * hw + q] > 0.0);
+                    yb[oi * hw + q] = if keep { t.finish(oi, *a) } else { 0.0 };
                 }
             }
         }
@@ -222,6 +238,11 @@ mod avx512 {
                         r = _mm512_max_ps(r, _mm512_setzero_ps());
                     }
                     let m: __mmask16 = first_lanes(LANES.min(hw - q0));
+                    if let Some(om) = t.out_mask {
+                        let mv = _mm512_maskz_loadu_ps(m, om.as_ptr().add(oi * hw + q0));
+                        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(mv, _mm512_setzero_ps());
+                        r = _mm512_maskz_mov_ps(pos, r);
+                    }
                     _mm512_mask_storeu_ps(yb.as_mut_ptr().add(oi * hw + q0), m, r);
                 }
             }

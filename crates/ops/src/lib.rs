@@ -338,6 +338,7 @@ impl Conv {
                                 wd,
                                 gd,
                                 Some(yd),
+                                None,
                                 need_x,
                                 need_w,
                                 need_b,
@@ -346,7 +347,7 @@ impl Conv {
                         })
                     } else {
                         Ok(conv::conv_bwd(
-                            &g, xd, wd, gd, None, need_x, need_w, need_b, &self.opts,
+                            &g, xd, wd, gd, None, None, need_x, need_w, need_b, &self.opts,
                         ))
                     }
                 })

@@ -75,19 +75,35 @@ pub fn conv3x3_forward(
 }
 
 /// Gradients of [`conv3x3_forward`] given the output gradient `gy`. With `y_relu` (the forward
-/// ran with `relu`, and this is its output) `gy` is first masked by `y_relu > 0`.
+/// ran with `relu`, and this is its output) `gy` is first masked by `y_relu > 0`. With
+/// `gx_mask` (shaped like `x`; typically `x` itself, the ReLU output of the layer below) the
+/// input gradient is zeroed where the mask is not positive, as it is written: the layer below's
+/// backward then needs no ReLU mask of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn conv3x3_backward(
     s: Conv3x3,
     x: &[f32],
     w: &[f32],
     gy: &[f32],
     y_relu: Option<&[f32]>,
+    gx_mask: Option<&[f32]>,
     need_x: bool,
     opts: &ConvOptions,
 ) -> ConvGrads {
     s.check(x, w);
     assert_eq!(gy.len(), s.out_len(), "conv output-gradient length");
-    let g = crate::conv::conv_bwd(&s.geom(), x, w, gy, y_relu, need_x, true, true, opts);
+    let g = crate::conv::conv_bwd(
+        &s.geom(),
+        x,
+        w,
+        gy,
+        y_relu,
+        gx_mask,
+        need_x,
+        true,
+        true,
+        opts,
+    );
     ConvGrads {
         x: g.gx,
         w: g.gw.expect("asked for"),

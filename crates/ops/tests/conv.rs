@@ -328,3 +328,52 @@ fn small_channel_kernels_isas_agree_bitwise() {
         }
     }
 }
+
+/// `slices::conv3x3_backward` with an input-gradient mask gives the unmasked input gradient
+/// zeroed where the mask is not positive, bit for bit, whether the mask is applied as the
+/// direct kernel writes (≤ 32 channels) or in a pass after Winograd / im2col; the weight and
+/// bias gradients do not change.
+#[test]
+fn input_gradient_mask_is_applied_exactly() {
+    use pyramid_ops::slices::{conv3x3_backward, Conv3x3};
+    let vals = |n: usize, seed: u64| -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    for (algo, (b, c, o, h)) in [
+        (ConvAlgo::Auto, (3, 8, 16, 10)),
+        (ConvAlgo::Auto, (2, 48, 40, 6)),
+        (ConvAlgo::Im2col, (2, 8, 8, 9)),
+        (ConvAlgo::Winograd, (2, 16, 16, 8)),
+    ] {
+        let s = Conv3x3 { b, c, o, h, w: h };
+        let opts = ConvOptions {
+            algo,
+            ..ConvOptions::default()
+        };
+        let x = vals(b * c * h * h, 1);
+        let w = vals(o * c * 9, 2);
+        let gy = vals(b * o * h * h, 3);
+        let plain = conv3x3_backward(s, &x, &w, &gy, None, None, true, &opts);
+        let masked = conv3x3_backward(s, &x, &w, &gy, None, Some(&x), true, &opts);
+        let expect: Vec<u32> = plain
+            .x
+            .as_ref()
+            .unwrap()
+            .iter()
+            .zip(&x)
+            .map(|(g, m)| if *m > 0.0 { *g } else { 0.0 }.to_bits())
+            .collect();
+        let got: Vec<u32> = masked.x.unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, expect, "{algo:?} {b}×{c}→{o} @{h}");
+        assert_eq!(masked.w, plain.w);
+        assert_eq!(masked.b, plain.b);
+    }
+}
