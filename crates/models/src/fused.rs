@@ -44,6 +44,24 @@ struct SavedBn {
     shift: Vec<f32>,
 }
 
+/// The loss of a fused step.
+enum Objective<'a> {
+    /// Batch-mean softmax cross-entropy of the logits against these labels.
+    CrossEntropy(&'a [u32]),
+    /// `Σ (student tap − target)²` over the batch (the hint loss, `MSE_sum`), the forward
+    /// stopping at the tap.
+    Hint { tap: &'a str, target: &'a [f32] },
+}
+
+/// The result of [`Model::train_step_hint`].
+#[derive(Debug)]
+pub struct HintStep {
+    /// `Σ (student tap − target)²` over the batch.
+    pub loss: f64,
+    /// Its gradient for every parameter computed at or before the tap.
+    pub grads: GradStore,
+}
+
 /// What one layer's backward needs from its forward.
 enum Saved {
     /// `relu(conv(x))` or `relu(bn(conv(x)))`; `z` is the conv output before batch norm.
@@ -117,6 +135,36 @@ impl Model {
         }
     }
 
+    /// One training-mode forward pass up to the tap `tap` (a block or layer name), the hint loss
+    /// `Σ (tap − target)²` over the batch (`MSE_sum`, the pyramid stage 1 and FitNet without a
+    /// regressor) and its backward: the loss and the gradients of the parameters computed at or
+    /// before the tap. Fused where [`Model::fused_available`], candle's autograd otherwise.
+    pub fn train_step_hint(
+        &self,
+        images: &Tensor,
+        tap: &str,
+        target: &Tensor,
+        rng: &mut Rng,
+    ) -> Result<HintStep, Error> {
+        if !self.has_tap(tap) {
+            return Err(Error::UnknownTap(format!("{tap} (model {})", self.id())));
+        }
+        if self.fused_available() {
+            let t = values(target)?;
+            let objective = Objective::Hint { tap, target: &t };
+            let (loss, _, grads) = self.fused_step(images, objective, rng)?;
+            return Ok(HintStep { loss, grads });
+        }
+        let out = self.forward_graph(images, Mode::Train(rng), &Taps::until(&[tap]))?;
+        let s = out.tap(tap)?;
+        let loss = (s - target.detach())?.sqr()?.sum_all()?;
+        let grads = loss.backward()?;
+        Ok(HintStep {
+            loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+            grads,
+        })
+    }
+
     /// [`Model::train_step_ce`] through candle's autograd (the reference for the fused path).
     pub fn candle_train_step(
         &self,
@@ -168,14 +216,33 @@ impl Model {
         labels: &Tensor,
         rng: &mut Rng,
     ) -> Result<TrainStep, Error> {
-        let mut shape = self.check_input(images)?;
+        let rows = self.check_input(images)?.b;
         let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-        if labels.len() != shape.b {
+        if labels.len() != rows {
             return Err(Error::InputShape {
-                expected: vec![shape.b],
+                expected: vec![rows],
                 found: vec![labels.len()],
             });
         }
+        let (loss, out, grads) = self.fused_step(images, Objective::CrossEntropy(&labels), rng)?;
+        let (logits, rows, classes) = out;
+        Ok(TrainStep {
+            loss,
+            logits: Tensor::from_vec(logits, (rows, classes), self.device())?,
+            grads,
+        })
+    }
+
+    /// The fused forward (up to the objective's tap), loss and backward: the loss, the output
+    /// the loss read (values, rows, columns per row) and the gradients.
+    #[allow(clippy::type_complexity)]
+    fn fused_step(
+        &self,
+        images: &Tensor,
+        objective: Objective,
+        rng: &mut Rng,
+    ) -> Result<(f64, (Vec<f32>, usize, usize), GradStore), Error> {
+        let mut shape = self.check_input(images)?;
         let opts = ConvOptions::default();
         let isa = Isa::default();
         let bn = self.options().batch_norm;
@@ -184,7 +251,11 @@ impl Model {
         let mut saved = Vec::new();
         let mut weights: BTreeMap<String, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
         let mut layers = Vec::new();
-        for b in &self.spec().blocks {
+        let tap = match &objective {
+            Objective::Hint { tap, .. } => Some(*tap),
+            Objective::CrossEntropy(_) => None,
+        };
+        'blocks: for b in &self.spec().blocks {
             for l in &b.layers {
                 let x = acts.last().expect("the input").clone();
                 let t0 = profile::start();
@@ -292,11 +363,30 @@ impl Model {
                 layers.push((b.name(), l));
                 acts.push(Rc::new(y));
                 saved.push(s);
+                if tap.is_some_and(|t| l.name().is_some_and(|n| t == format!("{}.{n}", b.name()))) {
+                    break 'blocks;
+                }
+            }
+            if tap == Some(b.name()) {
+                break;
             }
         }
-        let (rows, classes) = (shape.b, shape.c);
-        let logits = acts.last().expect("the logits").clone();
-        let (loss, mut grad) = cross_entropy_grad(&logits, &labels, rows, classes)?;
+        // The loss's input: [rows, per-row values] (the logits, or the tapped activation).
+        let (rows, classes) = (shape.b, shape.len() / shape.b.max(1));
+        let out = acts.last().expect("the output").clone();
+        let (loss, mut grad) = match objective {
+            Objective::CrossEntropy(labels) => cross_entropy_grad(&out, labels, rows, classes)?,
+            Objective::Hint { tap, target } => {
+                if target.len() != out.len() {
+                    return Err(Error::InvalidOption(format!(
+                        "hint target for tap `{tap}` has {} values, the student's tap {}",
+                        target.len(),
+                        out.len()
+                    )));
+                }
+                hint_grad(&out, target)
+            }
+        };
 
         let device = self.device().clone();
         let mut grads = GradStore::default();
@@ -390,12 +480,9 @@ impl Model {
             };
             profile::record(t0, layers[i].0, layers[i].1, "backward");
         }
-        let logits = Rc::try_unwrap(logits).unwrap_or_else(|rc| (*rc).clone());
-        Ok(TrainStep {
-            loss,
-            logits: Tensor::from_vec(logits, (rows, classes), &device)?,
-            grads,
-        })
+        drop(acts);
+        let out = Rc::try_unwrap(out).unwrap_or_else(|rc| (*rc).clone());
+        Ok((loss, (out, rows, classes), grads))
     }
 
     /// Running statistics after a training batch, as the candle path updates them (PyTorch's
@@ -526,6 +613,21 @@ impl Model {
             taps: out,
         })
     }
+}
+
+/// `Σ (s − t)²` and its gradient `2 (s − t)`.
+fn hint_grad(s: &[f32], t: &[f32]) -> (f64, Vec<f32>) {
+    let mut total = 0f64;
+    let grad = s
+        .iter()
+        .zip(t)
+        .map(|(a, b)| {
+            let d = a - b;
+            total += (d * d) as f64;
+            2.0 * d
+        })
+        .collect();
+    (total, grad)
 }
 
 /// Batch-mean softmax cross-entropy of `logits` `[rows, classes]` and its gradient.

@@ -22,7 +22,7 @@ pub mod spec;
 pub use adapter::{Adapter, AdapterSpec};
 pub use blocks::{BlockKind, LayerSpec};
 pub use config::{ModelConfig, ModelId, ModelOptions, ModelSettings, Scheme};
-pub use fused::TrainStep;
+pub use fused::{HintStep, TrainStep};
 pub use init::{InitRule, InitScheme};
 pub use model::{Inheritance, Mode, Model, Outputs, Taps};
 pub use plan::{architecture, compression_plan, step_of, CompressionStep, Role};

@@ -179,3 +179,102 @@ fn fused_step_is_deterministic_and_rejects_bad_labels() {
     let short = Tensor::from_vec(vec![0u32], 1, &Device::Cpu).unwrap();
     assert!(m.train_step_ce(&x, &short, &mut Rng::new(3)).is_err());
 }
+
+/// The fused hint step (`Σ (tap − target)²`, stopping at the tap) against candle's autograd, at
+/// every block of every CPU-config model and at a layer tap: the loss, the gradients of the
+/// parameters up to the tap, no gradient past it, and the batch-norm statistics.
+#[test]
+fn fused_hint_step_matches_candle_at_every_block() {
+    for (div, bn) in [(8, false), (16, true)] {
+        let o = options(div, bn);
+        for id in cpu_models() {
+            let probe = Model::new(ModelConfig::new(id, o.clone()), 7, &Device::Cpu).unwrap();
+            let mut taps: Vec<String> = probe
+                .spec()
+                .blocks
+                .iter()
+                .map(|b| b.name().to_string())
+                .collect();
+            taps.push(format!("{}.{}", probe.spec().blocks[1].name(), {
+                probe.spec().blocks[1]
+                    .layers
+                    .iter()
+                    .find_map(|l| l.name().map(str::to_string))
+                    .unwrap()
+            }));
+            for tap in taps {
+                let (fused, candle) = pair(id, &o);
+                let x = input(4, &o, 21);
+                let shape = candle
+                    .forward_taps(&x, Mode::Eval, &Taps::until(&[tap.clone()]))
+                    .unwrap()
+                    .tap(&tap)
+                    .unwrap()
+                    .dims()
+                    .to_vec();
+                let n: usize = shape.iter().product();
+                let target = Tensor::from_vec(
+                    Rng::new(4).normal_vec(n, 0.0, 1.0),
+                    &shape[..],
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let a = fused
+                    .train_step_hint(&x, &tap, &target, &mut Rng::new(6))
+                    .unwrap();
+                let b = candle
+                    .train_step_hint(&x, &tap, &target, &mut Rng::new(6))
+                    .unwrap();
+                let what = format!("{id} ÷{div} bn={bn} tap {tap}");
+                assert!(
+                    (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
+                    "{what}: loss {} vs {}",
+                    a.loss,
+                    b.loss
+                );
+                let below: Vec<String> = fused
+                    .params_up_to(&tap)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect();
+                for ((name, va), (_, vb)) in fused.params().iter().zip(candle.params()) {
+                    let (ga, gb) = (a.grads.get(va.as_tensor()), b.grads.get(vb.as_tensor()));
+                    if !below.contains(name) {
+                        assert!(
+                            ga.is_none() && gb.is_none(),
+                            "{what}: gradient past the tap for {name}"
+                        );
+                        continue;
+                    }
+                    let (ga, gb) = (ga.unwrap(), gb.unwrap());
+                    let floor = if bn && name.ends_with(".bias") && !name.contains(".bn") {
+                        // A conv bias under batch norm: rounding noise around 0 (see above).
+                        let w = fused.get(&name.replace(".bias", ".weight")).unwrap();
+                        let gw = values(a.grads.get(w).unwrap());
+                        gw.iter().fold(1e-6f32, |m, v| m.max(v.abs()))
+                    } else {
+                        1e-6
+                    };
+                    let e = rel_err(&values(ga), &values(gb), floor);
+                    assert!(e < 2e-3, "{what}: gradient of {name} differs by {e}");
+                }
+                for ((name, ra), (_, rb)) in fused.buffers().iter().zip(candle.buffers()) {
+                    let e = rel_err(&values(ra.as_tensor()), &values(rb.as_tensor()), 1e-6);
+                    assert!(e < 1e-5, "{what}: running statistic {name} differs by {e}");
+                }
+            }
+        }
+    }
+    // A target of the wrong size is refused.
+    let o = options(16, true);
+    let m = Model::new(ModelConfig::new(ModelId::VGG19, o.clone()), 7, &Device::Cpu).unwrap();
+    let x = input(2, &o, 1);
+    let bad = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = m
+        .train_step_hint(&x, "B2", &bad, &mut Rng::new(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tap `B2`"), "{err}");
+    assert!(m.train_step_hint(&x, "B9", &bad, &mut Rng::new(1)).is_err());
+}

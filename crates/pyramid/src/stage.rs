@@ -465,6 +465,13 @@ impl StageRun<'_> {
             && plan.gram_pairs.is_empty()
             && self.adapter.is_none()
             && self.student.fused_available();
+        // The hint stage (MSE_sum at a tap, no regressor) likewise.
+        let fused_hint = plan.loss == LossSpec::Hint
+            && plan.features.is_some()
+            && plan.gram_pairs.is_empty()
+            && self.adapter.is_none()
+            && self.student.fused_available()
+            && self.teacher.is_some_and(|t| t.fused_available());
         while p.schedule.stopped().is_none() {
             let epoch = p.epoch + 1;
             let te = Instant::now();
@@ -487,6 +494,18 @@ impl StageRun<'_> {
                         .student
                         .train_step_ce(&batch.images, &batch.labels, &mut rng)?;
                     (s.loss, Some(s.logits), s.grads)
+                } else if let (Some(f), Some(teacher), true) =
+                    (&plan.features, self.teacher, fused_hint)
+                {
+                    let taps = Taps::until(std::slice::from_ref(&f.teacher));
+                    let t = teacher.forward_taps(&batch.images, Mode::Eval, &taps)?;
+                    let s = self.student.train_step_hint(
+                        &batch.images,
+                        &f.student,
+                        t.tap(&f.teacher)?,
+                        &mut rng,
+                    )?;
+                    (s.loss, None, s.grads)
                 } else {
                     let (loss, logits) =
                         self.batch_loss(&batch.images, &batch.labels, Mode::Train(&mut rng))?;
