@@ -270,6 +270,9 @@ pub(crate) fn conv_fwd(
     relu: bool,
     opts: &ConvOptions,
 ) -> Vec<f32> {
+    if crate::dense::applies(g, opts.algo) {
+        return crate::dense::conv_fwd(g, x, w, bias, relu);
+    }
     if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
         return crate::direct::conv_fwd(g, x, w, bias, relu, None, Simd::new(opts.isa));
     }
@@ -469,35 +472,40 @@ fn conv_bwd_masked(
             Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p).expect("transposed geometry");
         debug_assert_eq!((gg.ho, gg.wo), (g.h, g.w));
         let direct_x = opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg);
-        gx = Some(if !direct_x && crate::winograd::applies(&gg, opts.algo) {
-            crate::winograd::conv_input_grad(&gg, gy, w, opts)
-        } else {
-            let k2 = g.k * g.k;
-            let mut wf = alloc_overwritten(w.len());
-            for oc in 0..o {
-                for ci in 0..g.c {
-                    let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
-                    let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
-                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                        *d = *s;
+        let dense_x = crate::dense::applies(&gg, opts.algo);
+        gx = Some(
+            if !direct_x && !dense_x && crate::winograd::applies(&gg, opts.algo) {
+                crate::winograd::conv_input_grad(&gg, gy, w, opts)
+            } else {
+                let k2 = g.k * g.k;
+                let mut wf = alloc_overwritten(w.len());
+                for oc in 0..o {
+                    for ci in 0..g.c {
+                        let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
+                        let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
+                        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                            *d = *s;
+                        }
                     }
                 }
-            }
-            if opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg) {
-                mask_after = false;
-                crate::direct::conv_fwd(&gg, gy, &wf, None, false, gx_mask, Simd::new(opts.isa))
-            } else {
-                conv_fwd(&gg, gy, &wf, None, false, opts)
-            }
-        });
+                if opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg) {
+                    mask_after = false;
+                    crate::direct::conv_fwd(&gg, gy, &wf, None, false, gx_mask, Simd::new(opts.isa))
+                } else {
+                    conv_fwd(&gg, gy, &wf, None, false, opts)
+                }
+            },
+        );
     }
     // The weight gradient of a 3×3 stride-1 layer: the direct kernel's with few input channels
     // (no im2col copy), else Winograd's where it applies.
     let direct_w = need_w && opts.algo == ConvAlgo::Auto && crate::direct::applies_grad_w(g);
-    let wino_w = need_w && !direct_w && crate::winograd::applies(g, opts.algo);
+    let dense_w = need_w && crate::dense::applies(g, opts.algo);
+    let dense_gw = dense_w.then(|| crate::dense::conv_grad_w(g, x, gy));
+    let wino_w = need_w && !direct_w && !dense_w && crate::winograd::applies(g, opts.algo);
     let wino_gw = wino_w.then(|| crate::winograd::conv_grad_w(g, x, gy, opts));
     let direct_gw = direct_w.then(|| crate::direct::conv_grad_w(g, x, gy, Simd::new(opts.isa)));
-    let need_w = need_w && !wino_w && !direct_w;
+    let need_w = need_w && !wino_w && !direct_w && !dense_w;
     let col2im_x = need_x && !flipped;
     if col2im_x {
         gx = Some(vec![0.0f32; g.b * g.in_img()]);
@@ -668,7 +676,7 @@ fn conv_bwd_masked(
     }
     ConvGrads {
         gx,
-        gw: wino_gw.or(direct_gw).or(gw),
+        gw: wino_gw.or(direct_gw).or(dense_gw).or(gw),
         gb,
     }
 }

@@ -38,6 +38,7 @@ mod batch_norm;
 mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
+mod dense;
 mod direct;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod dots;

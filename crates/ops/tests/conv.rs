@@ -288,6 +288,9 @@ fn small_channel_kernels_isas_agree_bitwise() {
         (3, 16, 12, 8, 20),
         (2, 24, 32, 9, 10),
         (1, 32, 16, 8, 8),
+        // 2 × 2 maps: one dense gemm per pass (dense.rs).
+        (5, 64, 48, 2, 2),
+        (2, 3, 7, 2, 2),
     ]
     .into_iter()
     .enumerate()
@@ -352,6 +355,7 @@ fn input_gradient_mask_is_applied_exactly() {
         (ConvAlgo::Auto, (2, 48, 40, 6)),
         (ConvAlgo::Im2col, (2, 8, 8, 9)),
         (ConvAlgo::Winograd, (2, 16, 16, 8)),
+        (ConvAlgo::Auto, (4, 64, 64, 2)),
     ] {
         let s = Conv3x3 { b, c, o, h, w: h };
         let opts = ConvOptions {

@@ -58,7 +58,9 @@ const CONV_CASES: &[[usize; 8]] = &[
     [33, 32, 8, 8, 32, 3, 1, 1],
     [3, 128, 34, 34, 128, 3, 1, 1],
     [2, 32, 6, 7, 32, 3, 1, 2],
-    // 3×3 stride 1 with 16 channels: im2col, the weight gradient through dots.rs.
+    // 2 × 2 maps: one dense gemm per pass (dense.rs).
+    [8, 64, 2, 2, 64, 3, 1, 1],
+    // 3×3 stride 1 with 16 channels: the direct kernel (direct.rs).
     [1, 16, 12, 12, 16, 3, 1, 1],
     [33, 16, 8, 8, 16, 3, 1, 1],
     // Above 128×256 channels the weight gradient sums its transforms in place.
