@@ -672,7 +672,10 @@ pub mod profile {
     use crate::blocks::LayerSpec;
 
     static ON: AtomicBool = AtomicBool::new(false);
-    static TIMES: Mutex<BTreeMap<(String, &'static str), (u64, f64)>> = Mutex::new(BTreeMap::new());
+    /// `(layer kind, direction) → (calls, seconds)`.
+    pub type Times = BTreeMap<(String, &'static str), (u64, f64)>;
+
+    static TIMES: Mutex<Times> = Mutex::new(BTreeMap::new());
 
     /// Starts recording (and clears what was recorded).
     pub fn enable() {
@@ -683,7 +686,7 @@ pub mod profile {
     /// What was recorded: `(layer kind, direction) → (calls, seconds)`, layer kinds such as
     /// `B3 conv 16→32` (the block gives the map size), and parts of layers in parentheses,
     /// such as `(batch norm)`, whose time is also in their layer's row.
-    pub fn take() -> BTreeMap<(String, &'static str), (u64, f64)> {
+    pub fn take() -> Times {
         ON.store(false, Ordering::Relaxed);
         std::mem::take(&mut *TIMES.lock().expect("profile lock"))
     }

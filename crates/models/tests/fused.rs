@@ -126,7 +126,7 @@ fn fused_eval_pass_matches_candle_with_taps() {
             fused.train_step_ce(&x, &labels, &mut Rng::new(1)).unwrap();
             candle.train_step_ce(&x, &labels, &mut Rng::new(1)).unwrap();
             let block = fused.spec().blocks[1].name().to_string();
-            let taps = Taps::of(&[block.clone()]);
+            let taps = Taps::of(std::slice::from_ref(&block));
             let a = fused.forward_taps(&x, Mode::Eval, &taps).unwrap();
             let b = candle.forward_taps(&x, Mode::Eval, &taps).unwrap();
             let what = format!("{id} ÷{div} bn={bn}");
@@ -141,7 +141,7 @@ fn fused_eval_pass_matches_candle_with_taps() {
             let e = rel_err(&values(ta), &values(tb), 1e-3);
             assert!(e < 1e-4, "{what}: tap {block} differs by {e}");
             // Stopping early returns the tap and no logits on both paths.
-            let until = Taps::until(&[block.clone()]);
+            let until = Taps::until(std::slice::from_ref(&block));
             let a = fused.forward_taps(&x, Mode::Eval, &until).unwrap();
             assert!(a.logits.is_none() && a.taps.len() == 1, "{what}");
         }
@@ -206,7 +206,7 @@ fn fused_hint_step_matches_candle_at_every_block() {
                 let (fused, candle) = pair(id, &o);
                 let x = input(4, &o, 21);
                 let shape = candle
-                    .forward_taps(&x, Mode::Eval, &Taps::until(&[tap.clone()]))
+                    .forward_taps(&x, Mode::Eval, &Taps::until(std::slice::from_ref(&tap)))
                     .unwrap()
                     .tap(&tap)
                     .unwrap()

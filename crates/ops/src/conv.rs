@@ -411,7 +411,6 @@ fn relu_mask_into(out: &mut [f32], gy: &[f32], y: &[f32]) {
 }
 
 /// Gradients of a convolution (see [`ConvGrads`]).
-#[allow(clippy::too_many_arguments)]
 ///
 /// With `gx_mask` (shaped like `x`) the input gradient is zeroed where the mask is not positive:
 /// the ReLU mask of the layer below (whose output is `x`), applied as the gradient is written.
@@ -439,7 +438,6 @@ pub(crate) fn conv_bwd(
 }
 
 /// [`conv_bwd`] given the output gradient of the convolution itself (ReLU already applied).
-#[allow(clippy::too_many_arguments)]
 #[allow(clippy::too_many_arguments)]
 fn conv_bwd_masked(
     g: &Geom,

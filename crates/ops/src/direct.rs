@@ -15,6 +15,9 @@
 //! The AVX-512 and portable versions add in the same order with fused multiply-adds, so they
 //! give the same bits.
 
+// The kernels index small fixed-size arrays by lane and block position, as the sums are written.
+#![allow(clippy::needless_range_loop)]
+
 use rayon::prelude::*;
 
 use crate::geom::Geom;

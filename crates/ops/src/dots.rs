@@ -7,6 +7,9 @@
 //! a time. The AVX-512 and portable versions add in the same order with fused multiply-adds,
 //! so they give the same bits.
 
+// The kernels index small fixed-size arrays by lane and block position, as the sums are written.
+#![allow(clippy::needless_range_loop)]
+
 use crate::simd::Simd;
 
 /// Columns of `p` per block: 4 + 4 rows of it stay in L1.

@@ -417,9 +417,9 @@ pub fn linear_backward(
         }
     }
     let mut gw = alloc_overwritten(d_out * d_in);
-    // SAFETY: dyᵀ is read as [d_out, rows] with strides (d_out, 1) over dy [rows, d_out]; x is
-    // [rows, d_in]; gw is a separate [d_out, d_in] buffer: all lengths checked above.
     if !gw.is_empty() {
+        // SAFETY: dyᵀ is read as [d_out, rows] with strides (d_out, 1) over dy [rows, d_out]; x
+        // is [rows, d_in]; gw is a separate [d_out, d_in] buffer: all lengths checked above.
         unsafe {
             gemm_f32(
                 d_out,
