@@ -31,11 +31,12 @@ const OT: usize = 8;
 const VT: usize = 2;
 
 /// Whether the direct kernel serves this convolution (a forward pass, or an input gradient as
-/// the convolution of the output gradient): 3×3, stride 1, padding 1, at most 32 input
-/// channels, maps of at least 8 × 8. Measured on the CPU configs' layers (2 threads, batch
-/// 128): 2× Winograd's speed at 32 → 32 channels on 8 × 8, 1.5× im2col's below.
+/// the convolution of the output gradient): 3×3, stride 1, padding 1, at most 32 input and 32
+/// output channels, maps of at least 8 × 8. Measured on the CPU configs' layers (2 threads,
+/// batch 128): 2× Winograd's speed at 32 → 32 channels on 8 × 8, 1.5× im2col's below. A
+/// first layer of 3 → 64 channels (full width) stays faster through im2col.
 pub(crate) fn applies(g: &Geom) -> bool {
-    g.k == 3 && g.s == 1 && g.p == 1 && g.c <= 32 && g.h >= 8 && g.w >= 8 && g.o > 0
+    g.k == 3 && g.s == 1 && g.p == 1 && g.c <= 32 && g.o <= 32 && g.h >= 8 && g.w >= 8 && g.o > 0
 }
 
 /// Whether [`conv_grad_w`] serves this layer's weight gradient: where [`applies`] holds (in a
