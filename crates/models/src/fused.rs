@@ -198,6 +198,27 @@ impl Model {
         }
     }
 
+    /// A conv layer's parameter prefix, weight, bias and geometry for an input of `shape`.
+    fn conv_layer(
+        &self,
+        block: &str,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        shape: &Shape4,
+    ) -> Result<(String, Vec<f32>, Vec<f32>, Conv3x3), Error> {
+        let prefix = format!("{block}.{name}");
+        let (w, bias) = self.weights(&prefix)?;
+        let s = Conv3x3 {
+            b: shape.b,
+            c: c_in,
+            o: c_out,
+            h: shape.h,
+            w: shape.w,
+        };
+        Ok((prefix, w, bias, s))
+    }
+
     fn weights(&self, prefix: &str) -> Result<(Vec<f32>, Vec<f32>), Error> {
         let get = |n: String| {
             self.get(&n)
@@ -261,15 +282,8 @@ impl Model {
                 let t0 = profile::start();
                 let (y, s) = match l {
                     LayerSpec::Conv { name, c_in, c_out } => {
-                        let prefix = format!("{}.{name}", b.name());
-                        let (w, bias) = self.weights(&prefix)?;
-                        let s = Conv3x3 {
-                            b: shape.b,
-                            c: *c_in,
-                            o: *c_out,
-                            h: shape.h,
-                            w: shape.w,
-                        };
+                        let (prefix, w, bias, s) =
+                            self.conv_layer(b.name(), name, *c_in, *c_out, &shape)?;
                         let (y, bn_saved) = if bn {
                             let z = slices::conv3x3_forward(s, &x, &w, &bias, false, &opts);
                             let hw = shape.h * shape.w;
@@ -535,15 +549,8 @@ impl Model {
             for l in &b.layers {
                 act = match l {
                     LayerSpec::Conv { name, c_in, c_out } => {
-                        let prefix = format!("{}.{name}", b.name());
-                        let (w, bias) = self.weights(&prefix)?;
-                        let s = Conv3x3 {
-                            b: shape.b,
-                            c: *c_in,
-                            o: *c_out,
-                            h: shape.h,
-                            w: shape.w,
-                        };
+                        let (prefix, w, bias, s) =
+                            self.conv_layer(b.name(), name, *c_in, *c_out, &shape)?;
                         shape.c = *c_out;
                         if bn {
                             let z = slices::conv3x3_forward(s, &act, &w, &bias, false, &opts);
