@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::geom::Geom;
 use crate::par::{acc_groups, alloc_overwritten, run_units, sum_accumulators, SendPtr};
-use crate::simd::Simd;
+use crate::simd::{lane_sum, Simd};
 
 const LANES: usize = 16;
 /// Output channels per register tile.
@@ -196,8 +196,8 @@ fn portable(t: &Tile, yb: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{reduce, Tile, WBlock, GB, LANES, OT, VT};
-    use crate::simd::first_lanes;
+    use super::{Tile, WBlock, GB, LANES, OT, VT};
+    use crate::simd::{first_lanes, lane_sum};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -297,7 +297,7 @@ mod avx512 {
             for ki in 0..blk.kn {
                 let mut lanes = [0f32; LANES];
                 _mm512_storeu_ps(lanes.as_mut_ptr(), acc[oi][ki]);
-                sums[oi][ki] = reduce(&lanes);
+                sums[oi][ki] = lane_sum(&lanes);
             }
         }
     }
@@ -411,12 +411,6 @@ impl WBlock<'_> {
     }
 }
 
-/// Lane sums in a fixed order (shared by both versions).
-#[inline]
-fn reduce(lanes: &[f32; LANES]) -> f32 {
-    lanes.iter().fold(0.0, |s, v| s + v)
-}
-
 fn grad_block_portable(blk: &WBlock, sums: &mut [[f32; GB]; GB]) {
     for oi in 0..blk.on {
         for ki in 0..blk.kn {
@@ -441,7 +435,7 @@ fn grad_block_portable(blk: &WBlock, sums: &mut [[f32; GB]; GB]) {
                     }
                 }
             }
-            sums[oi][ki] = reduce(&acc);
+            sums[oi][ki] = lane_sum(&acc);
         }
     }
 }

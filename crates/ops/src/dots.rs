@@ -10,7 +10,7 @@
 // The kernels index small fixed-size arrays by lane and block position, as the sums are written.
 #![allow(clippy::needless_range_loop)]
 
-use crate::simd::Simd;
+use crate::simd::{lane_sum, Simd};
 
 /// Columns of `p` per block: 4 + 4 rows of it stay in L1.
 const BLOCK: usize = 512;
@@ -82,12 +82,6 @@ pub(crate) unsafe fn dot_rows(
     }
 }
 
-/// Lane sums in a fixed order (shared by both versions).
-#[inline]
-fn reduce(lanes: &[f32; LANES]) -> f32 {
-    lanes.iter().fold(0.0, |s, v| s + v)
-}
-
 /// The portable tile: per lane `acc = fma(a, b, acc)` over `len` (missing lanes of the last
 /// chunk count as zeros, as the AVX-512 masked loads do).
 unsafe fn portable_tile(
@@ -108,15 +102,15 @@ unsafe fn portable_tile(
                     acc[l] = ca[l].mul_add(cb[l], acc[l]);
                 }
             }
-            sums[i][j] = reduce(&acc);
+            sums[i][j] = lane_sum(&acc);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{reduce, LANES};
-    use crate::simd::first_lanes;
+    use super::LANES;
+    use crate::simd::{first_lanes, lane_sum};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -173,7 +167,7 @@ mod avx512 {
             for j in 0..TJ {
                 let mut lanes = [0f32; LANES];
                 _mm512_storeu_ps(lanes.as_mut_ptr(), acc[i][j]);
-                sums[i][j] = reduce(&lanes);
+                sums[i][j] = lane_sum(&lanes);
             }
         }
     }

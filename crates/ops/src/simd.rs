@@ -41,6 +41,13 @@ pub(crate) mod perm {
     pub const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
 }
 
+/// The sum of 16 lanes in a fixed order, shared by the AVX-512 and portable versions of the
+/// dot-product kernels (dots.rs, direct.rs), so that both give the same bits.
+#[inline]
+pub(crate) fn lane_sum(lanes: &[f32; 16]) -> f32 {
+    lanes.iter().fold(0.0, |s, v| s + v)
+}
+
 /// Lane mask of the first `n ≤ 16` lanes.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn first_lanes(n: usize) -> u16 {
