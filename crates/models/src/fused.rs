@@ -460,9 +460,7 @@ impl Model {
                     // output: masking the output gradient by `output > 0` masks the input
                     // gradient by the ReLU below.
                     if below_relu && !masked_in {
-                        grad.iter_mut()
-                            .zip(y.iter())
-                            .for_each(|(g, v)| *g = if *v > 0.0 { *g } else { 0.0 });
+                        slices::mask_where_positive(&mut grad, y);
                         grad_masked = true;
                     }
                     slices::max_pool2x2_backward(x, &grad, *planes, *h, *w, isa)

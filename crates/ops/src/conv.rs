@@ -410,6 +410,21 @@ fn relu_mask_into(out: &mut [f32], gy: &[f32], y: &[f32]) {
         });
 }
 
+/// `g = g · (m > 0)` in place, in parallel: a ReLU mask applied to a gradient (zero where the
+/// mask is not positive, NaN included).
+pub(crate) fn mask_where_positive(g: &mut [f32], m: &[f32]) {
+    use rayon::prelude::*;
+    assert_eq!(g.len(), m.len(), "mask length");
+    const CH: usize = 1 << 15;
+    g.par_chunks_mut(CH)
+        .zip(m.par_chunks(CH))
+        .for_each(|(g, m)| {
+            g.iter_mut()
+                .zip(m)
+                .for_each(|(g, m)| *g = if *m > 0.0 { *g } else { 0.0 })
+        });
+}
+
 /// Gradients of a convolution (see [`ConvGrads`]).
 ///
 /// With `gx_mask` (shaped like `x`) the input gradient is zeroed where the mask is not positive:
@@ -663,14 +678,7 @@ fn conv_bwd_masked(
         out.into_iter().map(|v| v as f32).collect()
     });
     if let (Some(gx), Some(m), true) = (gx.as_mut(), gx_mask, mask_after) {
-        use rayon::prelude::*;
-        gx.par_chunks_mut(1 << 15)
-            .zip(m.par_chunks(1 << 15))
-            .for_each(|(g, m)| {
-                g.iter_mut()
-                    .zip(m)
-                    .for_each(|(g, m)| *g = if *m > 0.0 { *g } else { 0.0 })
-            });
+        mask_where_positive(gx, m);
     }
     ConvGrads {
         gx,

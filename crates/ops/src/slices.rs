@@ -111,6 +111,12 @@ pub fn conv3x3_backward(
     }
 }
 
+/// `g = g · (m > 0)` in place: a ReLU's mask (`m` its output) applied to a gradient, as
+/// [`conv3x3_backward`]'s `gx_mask` does.
+pub fn mask_where_positive(g: &mut [f32], m: &[f32]) {
+    crate::conv::mask_where_positive(g, m)
+}
+
 /// 2×2 stride-2 max-pool (floor mode) of `planes` planes of `h × w`.
 pub fn max_pool2x2_forward(x: &[f32], planes: usize, h: usize, w: usize, isa: Isa) -> Vec<f32> {
     assert_eq!(x.len(), planes * h * w, "pool input length");
