@@ -543,20 +543,45 @@ impl Model {
                 && !taps.names.is_empty()
                 && taps.names.iter().all(|t| out.contains_key(t))
         };
-        for b in &self.spec().blocks {
-            for l in &b.layers {
+        // Set when a conv ran together with the pool that follows it: the pool is then done.
+        let mut pooled = false;
+        let blocks = &self.spec().blocks;
+        for (bi, b) in blocks.iter().enumerate() {
+            for (li, l) in b.layers.iter().enumerate() {
+                let t0 = profile::start();
                 act = match l {
                     LayerSpec::Conv { name, c_in, c_out } => {
                         let (prefix, w, bias, s) =
                             self.conv_layer(b.name(), name, *c_in, *c_out, &shape)?;
                         shape.c = *c_out;
+                        // The next layer, which may open the next block (SVGG5's C11 is one conv,
+                        // and K12 starts with the pool).
+                        let last = li + 1 == b.layers.len();
+                        let next = match b.layers.get(li + 1) {
+                            Some(n) => Some(n),
+                            None => blocks.get(bi + 1).and_then(|n| n.layers.first()),
+                        };
+                        // Conv and pool in one pass when no tap reads the conv's own output.
+                        let conv_tapped = taps.names.contains(&format!("{}.{name}", b.name()))
+                            || (last && taps.names.iter().any(|t| t == b.name()));
+                        let fuse_pool =
+                            !bn && !conv_tapped && matches!(next, Some(LayerSpec::Pool { .. }));
                         if bn {
                             let z = slices::conv3x3_forward(s, &act, &w, &bias, false, &opts);
                             let (a, sh) = self.bn_eval_affine(&format!("{prefix}.bn"))?;
                             slices::channel_affine(&z, &a, &sh, *c_out, shape.h * shape.w, true)
+                        } else if fuse_pool {
+                            pooled = true;
+                            slices::conv3x3_relu_pool_forward(s, &act, &w, &bias, &opts)
                         } else {
                             slices::conv3x3_forward(s, &act, &w, &bias, true, &opts)
                         }
+                    }
+                    LayerSpec::Pool { .. } if pooled => {
+                        pooled = false;
+                        shape.h /= 2;
+                        shape.w /= 2;
+                        act
                     }
                     LayerSpec::Pool { .. } => {
                         let y = slices::max_pool2x2_forward(
@@ -590,6 +615,7 @@ impl Model {
                         slices::linear_forward(&act, &w, &bias, shape.b, *d_in, *d_out, *relu)
                     }
                 };
+                profile::record(t0, b.name(), l, "eval");
                 if let Some(n) = l.name() {
                     let tap = format!("{}.{}", b.name(), n);
                     if taps.names.contains(&tap) {
@@ -666,8 +692,9 @@ fn cross_entropy_grad(
     Ok((total / rows.max(1) as f64, grad))
 }
 
-/// Wall time per layer and direction of the fused training step, for `pyramid-bench epoch
-/// --profile`: off (one relaxed load per layer) until [`profile::enable`].
+/// Wall time per layer and direction (`forward` and `backward` of the fused training step,
+/// `eval` of the fused eval pass), for `pyramid-bench --profile`: off (one relaxed load per
+/// layer) until [`profile::enable`]. A conv run together with its pool holds the pool's time.
 pub mod profile {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -278,3 +278,40 @@ fn fused_hint_step_matches_candle_at_every_block() {
     assert!(err.contains("tap `B2`"), "{err}");
     assert!(m.train_step_hint(&x, "B9", &bad, &mut Rng::new(1)).is_err());
 }
+
+/// At paper width (3 input channels, full widths, no batch norm) the fused eval pass runs each
+/// conv that a pool follows as one conv + ReLU + pool (SVGG5's first layer through im2col row
+/// chunks, the Winograd layers in their output transform). Its logits match candle's, and are
+/// the same bits as when a tap on the conv's output keeps that conv and its pool apart.
+#[test]
+fn fused_eval_pools_inside_the_conv_at_paper_width() {
+    let o = ModelOptions {
+        input_size: 32,
+        ..ModelOptions::default()
+    };
+    assert!(!o.batch_norm && o.in_channels == 3 && o.width_div == 1);
+    for id in [
+        ModelId::parse("svgg5", pyramid_models::Scheme::Forward).unwrap(),
+        ModelId::parse("vgg19", pyramid_models::Scheme::Forward).unwrap(),
+    ] {
+        let (fused, candle) = pair(id, &o);
+        let x = input(2, &o, 4);
+        let a = fused.forward(&x, Mode::Eval).unwrap();
+        let b = candle.forward(&x, Mode::Eval).unwrap();
+        let e = rel_err(&values(&a), &values(&b), 1e-3);
+        assert!(e < 1e-4, "{id}: eval logits differ from candle's by {e}");
+        // A tap on the first block's output (SVGG5: C11, the conv before K12's pool; VGG19:
+        // B1, after its pool) changes nothing in the logits.
+        let first = fused.spec().blocks[0].name().to_string();
+        let taps = Taps::of(std::slice::from_ref(&first));
+        let t = fused.forward_taps(&x, Mode::Eval, &taps).unwrap();
+        assert_eq!(values(t.logits.as_ref().unwrap()), values(&a), "{id}");
+        let tb = candle.forward_taps(&x, Mode::Eval, &taps).unwrap();
+        let e = rel_err(
+            &values(t.tap(&first).unwrap()),
+            &values(tb.tap(&first).unwrap()),
+            1e-3,
+        );
+        assert!(e < 1e-4, "{id}: tap {first} differs by {e}");
+    }
+}

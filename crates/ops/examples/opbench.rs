@@ -65,6 +65,7 @@ fn main() -> candle_core::Result<()> {
     let wino_block: usize = arg("--wino-block", 0);
     if wino_block > 0 {
         opts.winograd_block_floats = wino_block;
+        opts.winograd_grad_w_block_floats = wino_block;
     }
     let tile: usize = arg("--tile", 0);
     if tile > 0 {

@@ -368,6 +368,95 @@ pub(crate) fn conv_fwd(
     y
 }
 
+/// `maxpool2x2(relu(conv(x, w) + bias))` (floor mode), an inference pass's conv + pool,
+/// returned as `[B, O, Ho/2, Wo/2]`, without writing the conv output to memory and reading it
+/// back where the algorithm allows: Winograd pools each 2 × 2 output tile in its output
+/// transform; im2col with one image per unit (large maps, such as SVGG5's first layer at
+/// 96 × 96) runs chunks of an even number of output rows through the gemm into a cache-sized
+/// scratch and pools them from there. Elsewhere it is the conv, then the pool. The same bits
+/// either way: the chunks' gemms add in the same order, and the pool only compares.
+pub(crate) fn conv_fwd_relu_pool(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    opts: &ConvOptions,
+) -> Vec<f32> {
+    let simd = Simd::new(opts.isa);
+    let (ph, pw) = (g.ho / 2, g.wo / 2);
+    let other_path = crate::dense::applies(g, opts.algo)
+        || (opts.algo == ConvAlgo::Auto && crate::direct::applies(g));
+    if !other_path && crate::winograd::applies(g, opts.algo) {
+        return crate::winograd::conv_fwd_relu_pool(g, x, w, bias, opts);
+    }
+    if other_path || plan(g, opts).nb != 1 || g.pointwise() || ph * pw * g.o == 0 {
+        let y = conv_fwd(g, x, w, bias, true, opts);
+        return crate::pool::pool_fwd(&y, g.b * g.o, g.ho, g.wo, simd);
+    }
+    // Every pooled pixel is written below.
+    let mut y = alloc_overwritten(g.b * g.o * ph * pw);
+    let (kk, o, wo) = (g.kk(), g.o, g.wo);
+    // Output rows per chunk: even, and few enough that the chunk's im2col matrix and conv
+    // output stay within the im2col tile.
+    let row_bytes = 4 * wo * (kk + o);
+    let rows = ((opts.im2col_tile_bytes / row_bytes) / 2 * 2).clamp(2, 2 * ph);
+    let yp = SendPtr(y.as_mut_ptr());
+    run_units(
+        g.b,
+        g.b,
+        || (),
+        |_, b, par| {
+            with_scratch(&SCRATCH, |sc| {
+                let mut oh0 = 0;
+                while oh0 < 2 * ph {
+                    let oh1 = (oh0 + rows).min(2 * ph);
+                    let n = (oh1 - oh0) * wo;
+                    let col = grow(&mut sc.col, kk * n);
+                    im2col(g, x, b, 1, oh0, oh1, col, n);
+                    let out = grow(&mut sc.out, o * n);
+                    // SAFETY: lhs is w [O, KK], rhs the im2col scratch [KK, n], dst the o·n
+                    // scratch; none overlaps another.
+                    unsafe {
+                        gemm_f32(
+                            o,
+                            n,
+                            kk,
+                            out.as_mut_ptr(),
+                            n,
+                            false,
+                            w.as_ptr(),
+                            (1, kk),
+                            col.as_ptr(),
+                            (1, n),
+                            par,
+                        );
+                    }
+                    for (oc, chunk) in out[..o * n].chunks_exact_mut(n).enumerate() {
+                        match bias {
+                            Some(bv) => chunk.iter_mut().for_each(|v| *v = (*v + bv[oc]).max(0.0)),
+                            None => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        }
+                        for (r, pair) in chunk.chunks_exact(2 * wo).enumerate() {
+                            let (r0, r1) = pair.split_at(wo);
+                            // SAFETY: pooled row oh0/2 + r < ph of channel oc of image b lies
+                            // inside y, and only this unit writes image b.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    yp.get().add(((b * o + oc) * ph + oh0 / 2 + r) * pw),
+                                    pw,
+                                )
+                            };
+                            crate::pool::fwd_row(&r0[..2 * pw], &r1[..2 * pw], dst, simd);
+                        }
+                    }
+                    oh0 = oh1;
+                }
+            });
+        },
+    );
+    y
+}
+
 /// Gradients of a convolution. `gy` is the gradient w.r.t. the op's output; when `y_relu` is
 /// given, the op was `relu(conv)` with output `y_relu`, and `gy` is masked by `y_relu > 0`.
 pub(crate) struct ConvGrads {

@@ -36,7 +36,7 @@ pub(crate) fn pool_fwd(x: &[f32], planes: usize, h: usize, w: usize, simd: Simd)
 
 /// One output row: `y[i]` is the first maximum of window `i` of input rows `r0`, `r1`
 /// (`2 · y.len()` columns each).
-fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32], simd: Simd) {
+pub(crate) fn fwd_row(r0: &[f32], r1: &[f32], y: &mut [f32], simd: Simd) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() {
         // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new), the kernel's

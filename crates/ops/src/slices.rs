@@ -74,6 +74,22 @@ pub fn conv3x3_forward(
     crate::conv::conv_fwd(&s.geom(), x, w, Some(bias), relu, opts)
 }
 
+/// `maxpool2x2(relu(conv(x, w) + bias))` (floor mode): an inference pass's conv followed by
+/// its pool, `[B, O, H/2, W/2]`, the same bits as [`conv3x3_forward`] with `relu` and then
+/// [`max_pool2x2_forward`], without the full-size conv output where the im2col path runs
+/// (large maps with few input channels, such as a VGG's first layer).
+pub fn conv3x3_relu_pool_forward(
+    s: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    opts: &ConvOptions,
+) -> Vec<f32> {
+    s.check(x, w);
+    assert_eq!(bias.len(), s.o, "conv bias length");
+    crate::conv::conv_fwd_relu_pool(&s.geom(), x, w, Some(bias), opts)
+}
+
 /// Gradients of [`conv3x3_forward`] given the output gradient `gy`. With `y_relu` (the forward
 /// ran with `relu`, and this is its output) `gy` is first masked by `y_relu > 0`. With
 /// `gx_mask` (shaped like `x`; typically `x` itself, the ReLU output of the layer below) the

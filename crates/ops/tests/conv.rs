@@ -14,6 +14,7 @@ fn winograd(block_floats: usize, isa: Isa) -> ConvOptions {
         algo: ConvAlgo::Winograd,
         isa,
         winograd_block_floats: block_floats,
+        winograd_grad_w_block_floats: block_floats,
         ..ConvOptions::default()
     }
 }
@@ -379,5 +380,70 @@ fn input_gradient_mask_is_applied_exactly() {
         assert_eq!(got, expect, "{algo:?} {b}×{c}→{o} @{h}");
         assert_eq!(masked.w, plain.w);
         assert_eq!(masked.b, plain.b);
+    }
+}
+
+/// `slices::conv3x3_relu_pool_forward` (an inference pass's conv + ReLU + 2 × 2 max-pool in
+/// one go) gives the bits of `conv3x3_forward` with ReLU followed by `max_pool2x2_forward`,
+/// whichever way it runs: pooled in the Winograd output transform (wide rows with contiguous
+/// stores, narrow ones with scatters, several blocks), pooled from im2col row chunks, or as
+/// the conv then the pool (direct, dense, grouped im2col); odd sizes drop the last row and
+/// column as the pool does.
+#[test]
+fn conv_relu_pool_is_conv_then_pool() {
+    use pyramid_ops::slices::Conv3x3;
+    use pyramid_ops::slices::{conv3x3_forward, conv3x3_relu_pool_forward, max_pool2x2_forward};
+    let vals = |n: usize, seed: u64| -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    // (algo, block floats, (b, c, o, h, w)): what runs is in the comment.
+    let cases = [
+        (ConvAlgo::Auto, 1 << 22, (2, 3, 64, 96, 96)), // im2col chunks (SVGG5's first layer)
+        (ConvAlgo::Auto, 1 << 22, (2, 3, 40, 33, 31)), // im2col chunks, odd sizes
+        (ConvAlgo::Auto, 1 << 22, (3, 3, 40, 9, 9)),   // grouped im2col: conv, then pool
+        (ConvAlgo::Auto, 1 << 22, (2, 8, 16, 10, 10)), // direct: conv, then pool
+        (ConvAlgo::Auto, 1 << 22, (4, 64, 64, 2, 2)),  // dense: conv, then pool
+        (ConvAlgo::Auto, 1 << 22, (2, 32, 48, 34, 34)), // Winograd, wide rows
+        (ConvAlgo::Auto, 1 << 22, (2, 33, 40, 35, 37)), // Winograd, wide rows, odd sizes
+        (ConvAlgo::Auto, 1 << 22, (3, 48, 40, 7, 7)),  // Winograd, narrow rows, odd
+        (ConvAlgo::Winograd, 1 << 12, (3, 5, 7, 12, 9)), // Winograd, many blocks
+        (ConvAlgo::Im2col, 1 << 22, (2, 16, 24, 20, 18)), // forced im2col chunks
+    ];
+    for (algo, block, (b, c, o, h, w)) in cases {
+        let s = Conv3x3 { b, c, o, h, w };
+        let x = vals(b * c * h * w, 1);
+        let wt = vals(o * c * 9, 2);
+        let bias = vals(o, 3);
+        for isa in [Isa::Detect, Isa::Portable] {
+            let opts = ConvOptions {
+                algo,
+                isa,
+                winograd_block_floats: block,
+                ..ConvOptions::default()
+            };
+            let y = conv3x3_forward(s, &x, &wt, &bias, true, &opts);
+            let expect: Vec<u32> = max_pool2x2_forward(&y, b * o, h, w, isa)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let got: Vec<u32> = conv3x3_relu_pool_forward(s, &x, &wt, &bias, &opts)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(got.len(), b * o * (h / 2) * (w / 2));
+            assert!(
+                got.iter().any(|v| *v != 0),
+                "{algo:?} {b}×{c}→{o} @{h}×{w}: all zero"
+            );
+            assert_eq!(got, expect, "{algo:?} {isa:?} {b}×{c}→{o} @{h}×{w}");
+        }
     }
 }

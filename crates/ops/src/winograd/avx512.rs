@@ -6,7 +6,7 @@
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop)]
 
-use super::{chunks, even_odd_width, fill_planes, Addr, Tiles, LANES};
+use super::{chunks, even_odd_width, fill_planes, Addr, Epilogue, Tiles, LANES};
 use crate::geom::Geom;
 use crate::par::SendPtr;
 use crate::simd::{first_lanes, perm};
@@ -206,13 +206,13 @@ pub(super) unsafe fn transform_output(
     addr: &Addr,
     m: &[f32],
     t_n: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
+    ep: Epilogue,
     yp: SendPtr,
 ) {
     let (o, wo) = (g.o, g.wo);
-    let np = g.ho * wo;
-    assert!(addr.out32.len() == t_n && m.len() >= 16 * o * t_n);
+    let (np, pooled_plane) = (g.ho * wo, (g.ho / 2) * (wo / 2));
+    let (bias, relu) = (ep.bias, ep.relu);
+    assert!(addr.out32.len() == t_n && addr.pooled32.len() == t_n && m.len() >= 16 * o * t_n);
     let (lo, hi) = (
         _mm512_loadu_epi32(perm::LO.as_ptr()),
         _mm512_loadu_epi32(perm::HI.as_ptr()),
@@ -247,6 +247,25 @@ pub(super) unsafe fn transform_output(
                     act(_mm512_add_ps(u, bv))
                 })
             });
+            if ep.pool {
+                // One pooled pixel per whole tile (both edge bits: mask[1][1]); the maximum
+                // of values that are not NaN after the ReLU is the pool's first maximum.
+                let v = _mm512_max_ps(
+                    _mm512_max_ps(out[0][0], out[0][1]),
+                    _mm512_max_ps(out[1][0], out[1][1]),
+                );
+                let whole = px.mask[1][1];
+                // SAFETY: the pooled pixels of this block's whole tiles in channel oc (the
+                // masked-out lanes touch no memory).
+                let yc = yp.get().add(oc * pooled_plane);
+                if wide {
+                    _mm512_mask_storeu_ps(yc.wrapping_add(addr.pooled[t0]), whole, v);
+                } else {
+                    let idx = _mm512_maskz_loadu_epi32(px.tiles, addr.pooled32.as_ptr().add(t0));
+                    _mm512_mask_i32scatter_ps::<4>(yc, whole, idx, v);
+                }
+                continue;
+            }
             // SAFETY (stores): the pixels of this block's tiles in channel oc, kept inside
             // the image by the row / edge masks.
             let yc = yp.get().add(oc * np);

@@ -58,7 +58,8 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// `block_floats`: see [`ConvOptions::winograd_block_floats`].
+    /// `block_floats`: see [`ConvOptions::winograd_block_floats`] (and
+    /// [`ConvOptions::winograd_grad_w_block_floats`]).
     fn new(g: &Geom, block_floats: usize) -> Self {
         let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
         let total_rows = g.b * th;
@@ -266,6 +267,11 @@ struct Addr {
     /// `out` as scatter / gather indices, empty when `y` is too large for `i32` offsets.
     out32: Vec<i32>,
     edge: Vec<u8>,
+    /// With a 2 × 2 max-pool after the conv: the offset of the tile's pooled pixel in channel 0
+    /// of the pooled output `[B, O, Ho/2, Wo/2]` (a 2 × 2 output tile is one pool window),
+    /// meaningful for tiles with both edge bits; `pooled32` as `out32`.
+    pooled: Vec<usize>,
+    pooled32: Vec<i32>,
 }
 
 impl Addr {
@@ -276,12 +282,15 @@ impl Addr {
         self.inp.resize(t_n, 0);
         self.out.resize(t_n, 0);
         self.edge.resize(t_n, 0);
+        self.pooled.resize(t_n, 0);
+        let (ph, pw) = (g.ho / 2, g.wo / 2);
         for (s, (b, ty0, ty1, t_base)) in segments(tl, r0, r1).enumerate() {
             for ty in ty0..ty1 {
                 for tx in 0..tw {
                     let t = t_base + (ty - ty0) * tw + tx;
                     self.inp[t] = s * plane + 2 * ty * ew + tx;
                     self.out[t] = b * g.o * np + 2 * ty * g.wo + 2 * tx;
+                    self.pooled[t] = b * g.o * ph * pw + ty * pw + tx;
                     self.edge[t] = (2 * tx + 1 < g.wo) as u8 | (((2 * ty + 1 < g.ho) as u8) << 1);
                 }
             }
@@ -295,8 +304,10 @@ impl Addr {
         self.out32.clear();
         // Indices count from channel oc's plane of image 0 (the kernels add oc · Ho · Wo to
         // the base pointer), and reach at most one row + 1 past a tile's pixel.
+        self.pooled32.clear();
         if i32::try_from(g.b * g.o * np + g.wo + 1).is_ok() {
             self.out32.extend(self.out.iter().map(|&o| o as i32));
+            self.pooled32.extend(self.pooled.iter().map(|&o| o as i32));
         }
     }
 }
@@ -419,7 +430,8 @@ fn transform_input(
 ///
 /// # Safety
 /// `addr` was filled for this block of `g` and `tl`, and `yp` points at the whole output
-/// `[B, O, Ho, Wo]` of `g`, whose pixels of this block's tiles no one else accesses meanwhile.
+/// (`[B, O, Ho, Wo]` of `g`, or with `out.pool` `[B, O, Ho/2, Wo/2]`), whose pixels of this
+/// block's tiles no one else accesses meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn transform_output(
     simd: Simd,
@@ -428,18 +440,27 @@ unsafe fn transform_output(
     addr: &Addr,
     m: &[f32],
     t_n: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
+    out: Epilogue,
     yp: SendPtr,
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() && addr.out32.len() == t_n {
-        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); out32 is out
-        // as i32 (Addr::fill), here with the block's length; `yp` as this function requires.
-        return unsafe { avx512::transform_output(g, tl, addr, m, t_n, bias, relu, yp) };
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); out32 and
+        // pooled32 are out and pooled as i32 (Addr::fill), here with the block's length; `yp`
+        // as this function requires.
+        return unsafe { avx512::transform_output(g, tl, addr, m, t_n, out, yp) };
     }
     // SAFETY: `addr` and `yp` as this function requires.
-    unsafe { portable::transform_output(g, tl, addr, m, t_n, bias, relu, yp) }
+    unsafe { portable::transform_output(g, tl, addr, m, t_n, out, yp) }
+}
+
+/// What the output transform adds and where it writes: the bias, the ReLU, and with `pool` a
+/// 2 × 2 max-pool (floor mode), one pooled pixel per whole tile.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    pool: bool,
 }
 
 /// `dM` of a block (see [`portable::transform_output_grad`]), with AVX-512 when the CPU has it.
@@ -508,7 +529,31 @@ pub(crate) fn conv_fwd(
     opts: &ConvOptions,
 ) -> Vec<f32> {
     let u = transform_weights(Simd::new(opts.isa), w, g.o, g.c);
-    conv_fwd_transformed(g, x, Kernels::Direct(&u), bias, relu, opts)
+    let out = Epilogue {
+        bias,
+        relu,
+        pool: false,
+    };
+    conv_fwd_transformed(g, x, Kernels::Direct(&u), out, opts)
+}
+
+/// `maxpool2x2(relu(conv(x, w) + bias))` (floor mode), `[B, O, Ho/2, Wo/2]`: each 2 × 2 output
+/// tile is one pool window, so the output transform writes its maximum and the conv output
+/// never exists. The same bits as the conv followed by the pool (the pool only compares).
+pub(crate) fn conv_fwd_relu_pool(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    opts: &ConvOptions,
+) -> Vec<f32> {
+    let u = transform_weights(Simd::new(opts.isa), w, g.o, g.c);
+    let out = Epilogue {
+        bias,
+        relu: true,
+        pool: true,
+    };
+    conv_fwd_transformed(g, x, Kernels::Direct(&u), out, opts)
 }
 
 /// Input gradient of a 3×3 stride-1 layer with weights `w` `[O, C, 3, 3]`, as the forward
@@ -516,19 +561,30 @@ pub(crate) fn conv_fwd(
 /// rotated, transposed kernels, read from the transform of `w` ([`Kernels::Rotated`]).
 pub(crate) fn conv_input_grad(gg: &Geom, gy: &[f32], w: &[f32], opts: &ConvOptions) -> Vec<f32> {
     let u = transform_weights(Simd::new(opts.isa), w, gg.c, gg.o);
-    conv_fwd_transformed(gg, gy, Kernels::Rotated(&u), None, false, opts)
+    let out = Epilogue {
+        bias: None,
+        relu: false,
+        pool: false,
+    };
+    conv_fwd_transformed(gg, gy, Kernels::Rotated(&u), out, opts)
 }
 
 fn conv_fwd_transformed(
     g: &Geom,
     x: &[f32],
     u: Kernels,
-    bias: Option<&[f32]>,
-    relu: bool,
+    out: Epilogue,
     opts: &ConvOptions,
 ) -> Vec<f32> {
-    // The tiles cover every output pixel.
-    let mut y = alloc_overwritten(g.b * g.o * g.ho * g.wo);
+    // The tiles cover every output pixel, and every pool window.
+    let mut y = if out.pool {
+        alloc_overwritten(g.b * g.o * (g.ho / 2) * (g.wo / 2))
+    } else {
+        alloc_overwritten(g.b * g.o * g.ho * g.wo)
+    };
+    if y.is_empty() {
+        return y;
+    }
     let tl = Tiles::new(g, opts.winograd_block_floats);
     let simd = Simd::new(opts.isa);
     let yp = SendPtr(y.as_mut_ptr());
@@ -546,9 +602,9 @@ fn conv_fwd_transformed(
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
                 multiply(g, u, &sc.v, m, t_n, par);
                 // SAFETY: sc.addr was filled for this block (block_buffers); yp is y, the whole
-                // [B, O, Ho, Wo] output, and blocks are disjoint tile rows, so this block's
-                // pixels are its own.
-                unsafe { transform_output(simd, g, &tl, &sc.addr, m, t_n, bias, relu, yp) };
+                // output ([B, O, Ho, Wo], or pooled), and blocks are disjoint tile rows, so
+                // this block's pixels are its own.
+                unsafe { transform_output(simd, g, &tl, &sc.addr, m, t_n, out, yp) };
             });
         },
     );
@@ -563,7 +619,7 @@ fn conv_fwd_transformed(
 /// transforms (while they are in cache), and the copies are added in group order. Larger `dU`s
 /// (16 MB on a 512→512 layer) are summed in place instead, see [`grad_u_in_place`].
 pub(crate) fn conv_grad_w(g: &Geom, x: &[f32], gy: &[f32], opts: &ConvOptions) -> Vec<f32> {
-    let tl = Tiles::new(g, opts.winograd_block_floats);
+    let tl = Tiles::new(g, opts.winograd_grad_w_block_floats);
     let simd = Simd::new(opts.isa);
     let du = if acc_groups(16 * g.o * g.c) == ACC_GROUPS {
         grad_u_grouped(simd, g, &tl, x, gy)
@@ -622,7 +678,7 @@ const GW_BLOCKS: usize = 8;
 /// Rows of `dU[ξ]` per weight-gradient product task.
 const GW_ROWS: usize = 256;
 /// The weight gradient's transform buffers, kept between calls (up to `GW_BLOCKS` blocks of
-/// about `winograd_block_floats` each): fresh ones would be page-faulted in on every call.
+/// about `winograd_grad_w_block_floats` each): fresh ones would be page-faulted in on every call.
 static GW_BUF: KeptBuf = KeptBuf::new();
 
 /// `dU` summed over blocks in block order into one buffer, `GW_BLOCKS` blocks at a time: first

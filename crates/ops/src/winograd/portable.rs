@@ -5,7 +5,7 @@
 // The transforms index small fixed-size arrays by tap and lane, as the formulas are written.
 #![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
 
-use super::{chunks, even_odd_width, fill_planes, Addr, Tiles, LANES};
+use super::{chunks, even_odd_width, fill_planes, Addr, Epilogue, Tiles, LANES};
 use crate::geom::Geom;
 use crate::par::SendPtr;
 
@@ -164,14 +164,14 @@ pub(super) unsafe fn transform_output(
     addr: &Addr,
     m: &[f32],
     t_n: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
+    ep: Epilogue,
     yp: SendPtr,
 ) {
     let (o, wo) = (g.o, g.wo);
-    let np = g.ho * wo;
+    let (np, pooled_plane) = (g.ho * wo, (g.ho / 2) * (wo / 2));
+    let relu = ep.relu;
     for oc in 0..o {
-        let bv = bias.map_or(0.0, |b| b[oc]);
+        let bv = ep.bias.map_or(0.0, |b| b[oc]);
         for (t0, n) in chunks(tl, t_n) {
             let mut mm = [[0.0f32; LANES]; 16];
             for (xi, lane) in mm.iter_mut().enumerate() {
@@ -199,6 +199,21 @@ pub(super) unsafe fn transform_output(
                     out[0][j][l] = if relu { u.max(0.0) } else { u };
                     out[1][j][l] = if relu { w.max(0.0) } else { w };
                 }
+            }
+            if ep.pool {
+                for l in (0..n).filter(|&l| addr.edge[t0 + l] == 3) {
+                    // The first maximum of the window, as the pool takes it.
+                    let mut v = out[0][0][l];
+                    for u in [out[0][1][l], out[1][0][l], out[1][1][l]] {
+                        if u > v {
+                            v = u;
+                        }
+                    }
+                    // SAFETY: the pooled pixel of a whole tile of this block, inside the pooled
+                    // output and this block's alone.
+                    unsafe { *yp.get().add(addr.pooled[t0 + l] + oc * pooled_plane) = v };
+                }
+                continue;
             }
             if tl.tw >= LANES {
                 // Adjacent tiles of one tile row: interleaved stores along two output rows.
