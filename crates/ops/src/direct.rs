@@ -197,7 +197,7 @@ fn portable(t: &Tile, yb: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Tile, WBlock, GB, LANES, OT, VT};
-    use crate::simd::{first_lanes, lane_sum};
+    use crate::simd::{first_lanes, lane_sums16};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -259,32 +259,27 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn grad_block(blk: &WBlock, sums: &mut [[f32; GB]; GB]) {
         let mut acc = [[_mm512_setzero_ps(); GB]; GB];
+        // Rows and columns past the block's repeat its last one (their sums are dropped): the
+        // loop then has no branch per lane group.
         let pairs: [(usize, usize, isize); GB] =
             std::array::from_fn(|ki| blk.pair(ki.min(blk.kn - 1)));
+        let taps: [usize; GB] = std::array::from_fn(|ki| pairs[ki].1);
         for b in blk.images.0..blk.images.1 {
             let gp: [*const f32; GB] =
                 std::array::from_fn(|oi| blk.gy.as_ptr().add(blk.gy_plane(b, oi.min(blk.on - 1))));
-            let xp: [*const f32; GB] =
-                std::array::from_fn(|ki| blk.x.as_ptr().add(blk.x_plane(b, pairs[ki].0)));
+            // Each pair's plane, shifted by its tap: masked-off lanes (padding, past the plane)
+            // are not read, and the addresses are formed with wrapping arithmetic for that.
+            let xp: [*const f32; GB] = std::array::from_fn(|ki| {
+                let (ci, _, off) = pairs[ki];
+                blk.x.as_ptr().add(blk.x_plane(b, ci)).wrapping_offset(off)
+            });
             for (v, m) in blk.masks.iter().enumerate() {
                 let q0 = v * LANES;
                 let valid: __mmask16 = first_lanes(LANES.min(blk.hw - q0));
-                let gv: [__m512; GB] = std::array::from_fn(|oi| {
-                    if oi < blk.on {
-                        _mm512_maskz_loadu_ps(valid, gp[oi].add(q0))
-                    } else {
-                        _mm512_setzero_ps()
-                    }
-                });
+                let gv: [__m512; GB] =
+                    std::array::from_fn(|oi| _mm512_maskz_loadu_ps(valid, gp[oi].add(q0)));
                 let xv: [__m512; GB] = std::array::from_fn(|ki| {
-                    let (_, t, off) = pairs[ki];
-                    if ki < blk.kn {
-                        // Masked-off lanes (padding, past the plane) are not read; the
-                        // address is formed with wrapping arithmetic for that reason.
-                        _mm512_maskz_loadu_ps(m[t], xp[ki].wrapping_offset(q0 as isize + off))
-                    } else {
-                        _mm512_setzero_ps()
-                    }
+                    _mm512_maskz_loadu_ps(m[taps[ki]], xp[ki].wrapping_add(q0))
                 });
                 for oi in 0..GB {
                     for ki in 0..GB {
@@ -293,11 +288,11 @@ mod avx512 {
                 }
             }
         }
+        let flat: [__m512; GB * GB] = std::array::from_fn(|i| acc[i / GB][i % GB]);
+        let s = lane_sums16(&flat);
         for oi in 0..blk.on {
             for ki in 0..blk.kn {
-                let mut lanes = [0f32; LANES];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), acc[oi][ki]);
-                sums[oi][ki] = lane_sum(&lanes);
+                sums[oi][ki] = s[oi * GB + ki];
             }
         }
     }
