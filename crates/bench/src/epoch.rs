@@ -203,7 +203,10 @@ pub fn run(
     let test_s = t.elapsed().as_secs_f64();
     let cpu_s = crate::cpu_time() - c0;
     if let Some(table) = table {
-        eprint!("{}", profile_table(&case.name(), &table, train_s));
+        eprint!(
+            "{}",
+            profile_table(&case.name(), &table, train_s, "training steps")
+        );
     }
     Ok(EpochRaw {
         train_s,
@@ -231,11 +234,13 @@ pub fn run(
 }
 
 /// The `--profile` table: one row per (layer kind, direction), slowest first, with calls, total
-/// seconds, ms per call and share of the training part's wall time.
+/// seconds, ms per call and share of the profiled wall time `train_s` (the training steps of
+/// an epoch case, or the timed passes of an inference case: `part` names which).
 pub fn profile_table(
     case: &str,
     rows: &std::collections::BTreeMap<(String, &'static str), (u64, f64)>,
     train_s: f64,
+    part: &str,
 ) -> String {
     use std::fmt::Write;
     let mut v: Vec<_> = rows.iter().collect();
@@ -249,18 +254,19 @@ pub fn profile_table(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "profile {case}: training steps {train_s:.2} s, of which layers {total:.2} s ({:.0}%)",
+        "profile {case}: {part} {train_s:.2} s, of which layers {total:.2} s ({:.0}%)",
         100.0 * total / train_s.max(1e-12)
     );
     let _ = writeln!(
         s,
         "{:<28} {:<8} {:>7} {:>9} {:>9} {:>6}",
-        "layer", "dir", "calls", "total s", "ms/call", "%train"
+        "layer", "dir", "calls", "total s", "ms/call", "%time"
     );
     if v.is_empty() {
         let _ = writeln!(
             s,
-            "(no layer recorded: only the fused path is profiled, not --epoch-backend candle)"
+            "(no layer recorded: only the fused path is profiled: epoch cases without \
+             --epoch-backend candle, and inference cases of the fast backend on the CPU)"
         );
     }
     for ((kind, dir), (calls, secs)) in v {
@@ -328,7 +334,7 @@ mod tests {
         let mut rows = std::collections::BTreeMap::new();
         rows.insert(("B1 pool".to_string(), "fwd"), (4u64, 0.5));
         rows.insert(("B1 conv 4→4".to_string(), "bwd"), (4u64, 2.0));
-        let t = profile_table("epoch-d16-bn", &rows, 10.0);
+        let t = profile_table("epoch-d16-bn", &rows, 10.0, "training steps");
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],

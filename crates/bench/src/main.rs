@@ -60,7 +60,8 @@ struct Args {
     /// Epoch cases: run at most N training and N test batches (quick checks; not an epoch).
     #[arg(long)]
     limit_batches: Option<usize>,
-    /// Epoch cases: print the fused step's per-layer wall times of the training batches.
+    /// Print per-layer wall times: of the fused step's training batches (epoch cases), and of
+    /// the timed passes of the inference cases (fast backend, CPU).
     #[arg(long)]
     profile: bool,
     /// Epoch cases: Fashion-MNIST directory (default: $PYRAMID_DATA, then
@@ -331,7 +332,13 @@ fn device(name: &str) -> Result<Device> {
 }
 
 /// Runs one case in this process (the child side of `--single`).
-fn run_single(case: &Case, iters: usize, dev_name: &str, threads: usize) -> Result<Raw> {
+fn run_single(
+    case: &Case,
+    iters: usize,
+    dev_name: &str,
+    threads: usize,
+    profile: bool,
+) -> Result<Raw> {
     let dev = device(dev_name)?;
     let backend = match case.backend.as_str() {
         "fast" => Backend::Fast,
@@ -363,7 +370,12 @@ fn run_single(case: &Case, iters: usize, dev_name: &str, threads: usize) -> Resu
         ..Raw::default()
     };
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    // Inference cases: the layers of the timed passes (the fused eval pass records them).
+    let profile = profile && case.kind == Kind::Infer;
     for it in 0..=iters {
+        if profile && it == 1 {
+            pyramid_models::fused::profile::enable();
+        }
         let c0 = cpu_time();
         match case.kind {
             Kind::Train => {
@@ -405,6 +417,15 @@ fn run_single(case: &Case, iters: usize, dev_name: &str, threads: usize) -> Resu
         if it > 0 {
             raw.cpu_ms.push((cpu_time() - c0) * 1e3);
         }
+    }
+    if profile {
+        let table = pyramid_models::fused::profile::take();
+        let secs = raw.fwd_ms.iter().sum::<f64>() / 1e3;
+        let part = format!("{iters} inference passes");
+        eprint!(
+            "{}",
+            epoch::profile_table(&case.to_arg(), &table, secs, &part)
+        );
     }
     raw.peak_rss_kib = peak_rss_kib();
     Ok(raw)
@@ -630,7 +651,7 @@ fn main() -> Result<()> {
     }
     if let Some(case) = &a.single {
         let case = Case::parse(case)?;
-        let raw = run_single(&case, a.iters, &a.device, threads)?;
+        let raw = run_single(&case, a.iters, &a.device, threads, a.profile)?;
         println!("{}", serde_json::to_string(&raw)?);
         return Ok(());
     }
@@ -732,6 +753,9 @@ fn main() -> Result<()> {
         } else {
             let mut c = Command::new(&exe);
             c.env("RAYON_NUM_THREADS", threads.to_string());
+            if a.profile {
+                c.arg("--profile");
+            }
             c
         };
         cmd.args(["--single", &case.to_arg()])
