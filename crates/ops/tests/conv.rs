@@ -340,17 +340,6 @@ fn small_channel_kernels_isas_agree_bitwise() {
 #[test]
 fn input_gradient_mask_is_applied_exactly() {
     use pyramid_ops::slices::{conv3x3_backward, Conv3x3};
-    let vals = |n: usize, seed: u64| -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    };
     for (algo, (b, c, o, h)) in [
         (ConvAlgo::Auto, (3, 8, 16, 10)),
         (ConvAlgo::Auto, (2, 48, 40, 6)),
@@ -363,9 +352,9 @@ fn input_gradient_mask_is_applied_exactly() {
             algo,
             ..ConvOptions::default()
         };
-        let x = vals(b * c * h * h, 1);
-        let w = vals(o * c * 9, 2);
-        let gy = vals(b * o * h * h, 3);
+        let x = rand_vec(b * c * h * h, 1);
+        let w = rand_vec(o * c * 9, 2);
+        let gy = rand_vec(b * o * h * h, 3);
         let plain = conv3x3_backward(s, &x, &w, &gy, None, None, true, &opts);
         let masked = conv3x3_backward(s, &x, &w, &gy, None, Some(&x), true, &opts);
         let expect: Vec<u32> = plain
@@ -393,17 +382,6 @@ fn input_gradient_mask_is_applied_exactly() {
 fn conv_relu_pool_is_conv_then_pool() {
     use pyramid_ops::slices::Conv3x3;
     use pyramid_ops::slices::{conv3x3_forward, conv3x3_relu_pool_forward, max_pool2x2_forward};
-    let vals = |n: usize, seed: u64| -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    };
     // (algo, block floats, (b, c, o, h, w)): what runs is in the comment.
     let cases = [
         (ConvAlgo::Auto, 1 << 22, (2, 3, 64, 96, 96)), // im2col chunks (SVGG5's first layer)
@@ -419,9 +397,9 @@ fn conv_relu_pool_is_conv_then_pool() {
     ];
     for (algo, block, (b, c, o, h, w)) in cases {
         let s = Conv3x3 { b, c, o, h, w };
-        let x = vals(b * c * h * w, 1);
-        let wt = vals(o * c * 9, 2);
-        let bias = vals(o, 3);
+        let x = rand_vec(b * c * h * w, 1);
+        let wt = rand_vec(o * c * 9, 2);
+        let bias = rand_vec(o, 3);
         for isa in [Isa::Detect, Isa::Portable] {
             let opts = ConvOptions {
                 algo,
