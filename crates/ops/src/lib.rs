@@ -34,7 +34,6 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod batch_norm;
 mod conv;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
@@ -497,7 +496,8 @@ pub fn batch_norm_train(
         return Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?));
     }
     let x = x.contiguous()?;
-    let (mean, var) = with_f32(&x, |xd| Ok(batch_norm::channel_stats(xd, n, c, h * w)))?;
+    let stats = with_f32(&x, |xd| Ok(slices::channel_stats(xd, n, c, h * w)))?;
+    let (mean, var) = (stats.mean, stats.var);
     let to_t = |v: Vec<f64>| {
         Tensor::from_vec(
             v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
@@ -527,15 +527,10 @@ impl CustomOp3 for BatchNorm {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
-        let y = batch_norm::forward(
-            slice(s1, l1)?,
-            slice(s2, l2)?,
-            slice(s3, l3)?,
-            self.eps,
-            n,
-            c,
-            h * w,
-        );
+        let x = slice(s1, l1)?;
+        let stats = slices::channel_stats(x, n, c, h * w);
+        let (a, b) = slices::batch_norm_affine(&stats, slice(s2, l2)?, slice(s3, l3)?, self.eps);
+        let y = slices::channel_affine(x, &a, &b, c, h * w, false);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(
@@ -551,7 +546,18 @@ impl CustomOp3 for BatchNorm {
         let (dx, dg, db) = with_f32(x, |xd| {
             with_f32(gamma, |gd| {
                 with_f32(&grad, |dyd| {
-                    Ok(batch_norm::backward(xd, gd, dyd, self.eps, n, c, h * w))
+                    let stats = slices::channel_stats(xd, n, c, h * w);
+                    Ok(slices::batch_norm_relu_backward(
+                        xd,
+                        &stats,
+                        gd,
+                        None,
+                        dyd,
+                        self.eps,
+                        n,
+                        c,
+                        h * w,
+                    ))
                 })
             })
         })?;
