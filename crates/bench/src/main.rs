@@ -1,7 +1,9 @@
 //! `pyramid-bench` (`cargo xtask bench`): whole-model throughput of VGG19 and SVGG5.
 //!
 //! Times a training step (forward + cross-entropy, backward, Adam update) and inference for each
-//! model, backend (`fast` = crates/ops kernels, `candle` = candle's own conv / pool) and case:
+//! model, backend (`fast` = crates/ops kernels, `candle` = candle's own conv / pool) and case.
+//! A `fast` training step on the CPU is the engine's, `Model::train_step_ce` on the fused path
+//! (forward and backward timed as one); elsewhere it is candle's autograd. The cases:
 //!
 //! - `train96`: 96×96, batch 32, training step;
 //! - `infer96`: 96×96, batch 64, inference (eval mode, no dropout);
@@ -221,6 +223,10 @@ struct Raw {
     /// Peak device memory (cuda), MiB, when known.
     #[serde(default)]
     gpu_peak_mib: Option<f64>,
+    /// Training cases: the step ran as the engine runs it on the CPU, the fused forward and
+    /// backward of `Model::train_step_ce`, timed as one (`fwd_ms`; `bwd_ms` is 0).
+    #[serde(default)]
+    fused_step: bool,
 }
 
 impl Raw {
@@ -254,6 +260,26 @@ struct Result1 {
     gpu_peak_mib: Option<f64>,
     version: String,
     raw: Raw,
+}
+
+impl Result1 {
+    /// The step's parts in ms, with `digits` decimals: `fwd / bwd / upd`, `fwd+bwd … / upd …`
+    /// for a fused training step, `fwd / – / –` for inference.
+    fn split(&self, digits: usize) -> String {
+        let f = |v: f64| format!("{v:.digits$}");
+        match (self.case.kind, self.raw.fused_step) {
+            (Kind::Train, true) => {
+                format!("fwd+bwd {} fused / upd {}", f(self.fwd_ms), f(self.upd_ms))
+            }
+            (Kind::Train, false) => format!(
+                "fwd {} / bwd {} / upd {}",
+                f(self.fwd_ms),
+                f(self.bwd_ms),
+                f(self.upd_ms)
+            ),
+            (Kind::Infer, _) => format!("fwd {} / – / –", f(self.fwd_ms)),
+        }
+    }
 }
 
 fn summarise(case: Case, raw: Raw, macs: u64) -> Result<Result1> {
@@ -364,9 +390,13 @@ fn run_single(
     } else {
         "candle 0.11.1".into()
     };
+    // The fast backend on the CPU trains through the fused step, as the engine does; elsewhere
+    // (candle backend, CUDA) the step is candle's autograd, timed forward / backward / update.
+    let fused_step = case.kind == Kind::Train && model.fused_available();
     let mut raw = Raw {
         threads,
         version,
+        fused_step,
         ..Raw::default()
     };
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
@@ -378,6 +408,23 @@ fn run_single(
         }
         let c0 = cpu_time();
         match case.kind {
+            Kind::Train if fused_step => {
+                let t = Instant::now();
+                let step = model.train_step_ce(&x, &labels, &mut rng)?;
+                let fwd_bwd = ms(t);
+                let t = Instant::now();
+                opt.step(&step.grads)?;
+                drop(step.grads);
+                let upd = ms(t);
+                if !step.loss.is_finite() {
+                    bail!("loss is {}", step.loss);
+                }
+                if it > 0 {
+                    raw.fwd_ms.push(fwd_bwd);
+                    raw.bwd_ms.push(0.0);
+                    raw.upd_ms.push(upd);
+                }
+            }
             Kind::Train => {
                 let t = Instant::now();
                 let logits = model.forward(&x, Mode::Train(&mut rng))?;
@@ -768,13 +815,11 @@ fn main() -> Result<()> {
         match r {
             Ok(r) => {
                 eprintln!(
-                    "  {:<28} {:>8.1} img/s  step {:>8.1} ms (fwd {:.1} / bwd {:.1} / upd {:.1})  {:>6.1} GFLOP/s  peak RSS {:>6.0} MiB  [{:.0} s]",
+                    "  {:<28} {:>8.1} img/s  step {:>8.1} ms ({})  {:>6.1} GFLOP/s  peak RSS {:>6.0} MiB  [{:.0} s]",
                     case.to_arg(),
                     r.images_per_s,
                     r.step_ms,
-                    r.fwd_ms,
-                    r.bwd_ms,
-                    r.upd_ms,
+                    r.split(1),
                     r.gflops,
                     r.peak_rss_mib,
                     t.elapsed().as_secs_f64()
@@ -868,15 +913,21 @@ fn main() -> Result<()> {
     }
     for r in &results {
         let t = torch_of(&r.case).filter(|_| r.case.backend != "torch");
+        // A fused training step times forward and backward as one, in the fwd column.
+        let bwd = if r.raw.fused_step {
+            "(fused)".to_string()
+        } else {
+            format!("{:.1}", r.bwd_ms)
+        };
         println!(
-            "{:<7} {:<12} {:<7} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>5.0}% {:>8.0} {:>9} {:>9}",
+            "{:<7} {:<12} {:<7} {:>8.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>8.1} {:>5.0}% {:>8.0} {:>9} {:>9}",
             r.case.model,
             r.case.short(),
             r.case.backend,
             r.images_per_s,
             r.step_ms,
             r.fwd_ms,
-            r.bwd_ms,
+            bwd,
             r.upd_ms,
             r.gflops,
             if a.device == "cpu" { r.gflops / peak * 100.0 } else { f64::NAN },
@@ -890,14 +941,11 @@ fn main() -> Result<()> {
     }
     if a.markdown && !results.is_empty() {
         println!();
-        println!("| model | case | backend | img/s | img/s (CPU-time est.) | step ms: fwd / bwd / upd | GFLOP/s | peak RSS MiB | img/s vs torch | RSS vs torch |");
+        println!("| model | case | backend | img/s | img/s (CPU-time est.) | step ms: fwd / bwd / upd (fused: fwd + bwd / upd) | GFLOP/s | peak RSS MiB | img/s vs torch | RSS vs torch |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         for r in &results {
             let t = torch_of(&r.case).filter(|_| r.case.backend != "torch");
-            let split = match r.case.kind {
-                Kind::Train => format!("{:.0} / {:.0} / {:.0}", r.fwd_ms, r.bwd_ms, r.upd_ms),
-                Kind::Infer => format!("{:.0} / – / –", r.fwd_ms),
-            };
+            let split = r.split(0);
             println!(
                 "| {} | {} | {} | {:.1} | {} | {split} | {:.0} | {:.0} | {} | {} |",
                 r.case.model,
