@@ -261,6 +261,43 @@ fn chunks(g: &Geom, pl: &Plan) -> impl Iterator<Item = (usize, usize)> {
     (0..ho.div_ceil(rows)).map(move |i| (i * rows, ((i + 1) * rows).min(ho)))
 }
 
+/// The kernel that runs a forward convolution (or an input gradient computed as one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FwdPath {
+    /// 2 × 2 maps as one dense product (dense.rs).
+    Dense,
+    /// Few channels, maps from 8 × 8 (direct.rs).
+    Direct,
+    /// Winograd F(2×2, 3×3) (winograd/).
+    Winograd,
+    /// im2col + gemm (here).
+    Im2col,
+}
+
+/// Which kernel `opts` gives the geometry `g`, in order of precedence.
+fn fwd_path(g: &Geom, opts: &ConvOptions) -> FwdPath {
+    if crate::dense::applies(g, opts.algo) {
+        FwdPath::Dense
+    } else if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
+        FwdPath::Direct
+    } else if crate::winograd::applies(g, opts.algo) {
+        FwdPath::Winograd
+    } else {
+        FwdPath::Im2col
+    }
+}
+
+/// `row + bias`, then ReLU when `relu`: the im2col paths' epilogue over one channel's run of
+/// output pixels.
+fn bias_relu(row: &mut [f32], bias: Option<f32>, relu: bool) {
+    match (bias, relu) {
+        (Some(bv), true) => row.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
+        (Some(bv), false) => row.iter_mut().for_each(|v| *v += bv),
+        (None, true) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+        (None, false) => {}
+    }
+}
+
 /// Forward convolution (+ optional bias, optional ReLU). Returns `y` `[B, O, Ho, Wo]`.
 pub(crate) fn conv_fwd(
     g: &Geom,
@@ -270,14 +307,20 @@ pub(crate) fn conv_fwd(
     relu: bool,
     opts: &ConvOptions,
 ) -> Vec<f32> {
-    if crate::dense::applies(g, opts.algo) {
-        return crate::dense::conv_fwd(g, x, w, bias, relu);
-    }
-    if opts.algo == ConvAlgo::Auto && crate::direct::applies(g) {
-        return crate::direct::conv_fwd(g, x, w, bias, relu, None, Simd::new(opts.isa));
-    }
-    if crate::winograd::applies(g, opts.algo) {
-        return crate::winograd::conv_fwd(g, x, w, bias, relu, opts);
+    match fwd_path(g, opts) {
+        FwdPath::Dense => return crate::dense::conv_fwd(g, x, w, bias, relu),
+        FwdPath::Direct => {
+            return crate::direct::conv_fwd(g, x, w, bias, relu, None, Simd::new(opts.isa))
+        }
+        FwdPath::Winograd => {
+            let out = crate::winograd::Epilogue {
+                bias,
+                relu,
+                pool: false,
+            };
+            return crate::winograd::conv_fwd(g, x, w, out, opts);
+        }
+        FwdPath::Im2col => {}
     }
     // Every output pixel is written: by the gemm (nb == 1) or by the scatter below.
     let mut y = alloc_overwritten(g.b * g.out_img());
@@ -335,7 +378,6 @@ pub(crate) fn conv_fwd(
                     // epilogue: bias + relu, scatter grouped results
                     for j in 0..u.nb {
                         for oc in 0..o {
-                            let bv = bias.map_or(0.0, |b| b[oc]);
                             // SAFETY: seg floats of channel oc of image b0 + j < B from row oh0,
                             // inside y; only this unit writes its images, and the gemm that
                             // wrote them has returned.
@@ -351,14 +393,7 @@ pub(crate) fn conv_fwd(
                                     &sc.out[oc * n + j * seg..oc * n + (j + 1) * seg],
                                 );
                             }
-                            match (bias.is_some(), relu) {
-                                (true, true) => {
-                                    yrow.iter_mut().for_each(|v| *v = (*v + bv).max(0.0))
-                                }
-                                (true, false) => yrow.iter_mut().for_each(|v| *v += bv),
-                                (false, true) => yrow.iter_mut().for_each(|v| *v = v.max(0.0)),
-                                (false, false) => {}
-                            }
+                            bias_relu(yrow, bias.map(|b| b[oc]), relu);
                         }
                     }
                 }
@@ -384,14 +419,20 @@ pub(crate) fn conv_fwd_relu_pool(
 ) -> Vec<f32> {
     let simd = Simd::new(opts.isa);
     let (ph, pw) = (g.ho / 2, g.wo / 2);
-    let other_path = crate::dense::applies(g, opts.algo)
-        || (opts.algo == ConvAlgo::Auto && crate::direct::applies(g));
-    if !other_path && crate::winograd::applies(g, opts.algo) {
-        return crate::winograd::conv_fwd_relu_pool(g, x, w, bias, opts);
-    }
-    if other_path || plan(g, opts).nb != 1 || g.pointwise() || ph * pw * g.o == 0 {
-        let y = conv_fwd(g, x, w, bias, true, opts);
-        return crate::pool::pool_fwd(&y, g.b * g.o, g.ho, g.wo, simd);
+    match fwd_path(g, opts) {
+        FwdPath::Winograd => {
+            let out = crate::winograd::Epilogue {
+                bias,
+                relu: true,
+                pool: true,
+            };
+            return crate::winograd::conv_fwd(g, x, w, out, opts);
+        }
+        FwdPath::Im2col if plan(g, opts).nb == 1 && !g.pointwise() && ph * pw * g.o > 0 => {}
+        _ => {
+            let y = conv_fwd(g, x, w, bias, true, opts);
+            return crate::pool::pool_fwd(&y, g.b * g.o, g.ho, g.wo, simd);
+        }
     }
     // Every pooled pixel is written below.
     let mut y = alloc_overwritten(g.b * g.o * ph * pw);
@@ -432,10 +473,7 @@ pub(crate) fn conv_fwd_relu_pool(
                         );
                     }
                     for (oc, chunk) in out[..o * n].chunks_exact_mut(n).enumerate() {
-                        match bias {
-                            Some(bv) => chunk.iter_mut().for_each(|v| *v = (*v + bv[oc]).max(0.0)),
-                            None => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        }
+                        bias_relu(chunk, bias.map(|b| b[oc]), true);
                         for (r, pair) in chunk.chunks_exact(2 * wo).enumerate() {
                             let (r0, r1) = pair.split_at(wo);
                             // SAFETY: pooled row oh0/2 + r < ph of channel oc of image b lies
@@ -573,31 +611,28 @@ fn conv_bwd_masked(
         let gg =
             Geom::new(g.b, o, g.ho, g.wo, g.c, g.k, 1, g.k - 1 - g.p).expect("transposed geometry");
         debug_assert_eq!((gg.ho, gg.wo), (g.h, g.w));
-        let direct_x = opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg);
-        let dense_x = crate::dense::applies(&gg, opts.algo);
-        gx = Some(
-            if !direct_x && !dense_x && crate::winograd::applies(&gg, opts.algo) {
-                crate::winograd::conv_input_grad(&gg, gy, w, opts)
-            } else {
-                let k2 = g.k * g.k;
-                let mut wf = alloc_overwritten(w.len());
-                for oc in 0..o {
-                    for ci in 0..g.c {
-                        let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
-                        let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
-                        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                            *d = *s;
-                        }
+        let path = fwd_path(&gg, opts);
+        gx = Some(if path == FwdPath::Winograd {
+            crate::winograd::conv_input_grad(&gg, gy, w, opts)
+        } else {
+            let k2 = g.k * g.k;
+            let mut wf = alloc_overwritten(w.len());
+            for oc in 0..o {
+                for ci in 0..g.c {
+                    let src = &w[(oc * g.c + ci) * k2..(oc * g.c + ci + 1) * k2];
+                    let dst = &mut wf[(ci * o + oc) * k2..(ci * o + oc + 1) * k2];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
                     }
                 }
-                if opts.algo == ConvAlgo::Auto && crate::direct::applies(&gg) {
-                    mask_after = false;
-                    crate::direct::conv_fwd(&gg, gy, &wf, None, false, gx_mask, Simd::new(opts.isa))
-                } else {
-                    conv_fwd(&gg, gy, &wf, None, false, opts)
-                }
-            },
-        );
+            }
+            if path == FwdPath::Direct {
+                mask_after = false;
+                crate::direct::conv_fwd(&gg, gy, &wf, None, false, gx_mask, Simd::new(opts.isa))
+            } else {
+                conv_fwd(&gg, gy, &wf, None, false, opts)
+            }
+        });
     }
     // The weight gradient of a 3×3 stride-1 layer: the direct kernel's with few input channels
     // (no im2col copy), else Winograd's where it applies.

@@ -458,19 +458,15 @@ impl StageRun<'_> {
         } else {
             0.0
         };
-        // Plain cross-entropy on the labels: the fused training step (models/src/fused.rs)
-        // where the student's device and backend allow it.
-        let fused = plan.loss == LossSpec::CrossEntropy
-            && plan.features.is_none()
-            && plan.gram_pairs.is_empty()
-            && self.adapter.is_none()
-            && self.student.fused_available();
-        // The hint stage (MSE_sum at a tap, no regressor) likewise.
-        let fused_hint = plan.loss == LossSpec::Hint
+        // The fused training steps (models/src/fused.rs) serve a student without Gram pairs or
+        // a regressor, where its device and backend allow them: plain cross-entropy on the
+        // labels, and the hint stage (MSE_sum at a tap) with a teacher on the fused path too.
+        let fusable =
+            plan.gram_pairs.is_empty() && self.adapter.is_none() && self.student.fused_available();
+        let fused = fusable && plan.loss == LossSpec::CrossEntropy && plan.features.is_none();
+        let fused_hint = fusable
+            && plan.loss == LossSpec::Hint
             && plan.features.is_some()
-            && plan.gram_pairs.is_empty()
-            && self.adapter.is_none()
-            && self.student.fused_available()
             && self.teacher.is_some_and(|t| t.fused_available());
         while p.schedule.stopped().is_none() {
             let epoch = p.epoch + 1;

@@ -267,9 +267,10 @@ struct Addr {
     /// `out` as scatter / gather indices, empty when `y` is too large for `i32` offsets.
     out32: Vec<i32>,
     edge: Vec<u8>,
-    /// With a 2 × 2 max-pool after the conv: the offset of the tile's pooled pixel in channel 0
-    /// of the pooled output `[B, O, Ho/2, Wo/2]` (a 2 × 2 output tile is one pool window),
-    /// meaningful for tiles with both edge bits; `pooled32` as `out32`.
+    /// With a 2 × 2 max-pool after the conv ([`Addr::fill_pooled`], not `fill`): the offset of
+    /// the tile's pooled pixel in channel 0 of the pooled output `[B, O, Ho/2, Wo/2]` (a 2 × 2
+    /// output tile is one pool window), meaningful for tiles with both edge bits; `pooled32` as
+    /// `out32`.
     pooled: Vec<usize>,
     pooled32: Vec<i32>,
 }
@@ -282,15 +283,12 @@ impl Addr {
         self.inp.resize(t_n, 0);
         self.out.resize(t_n, 0);
         self.edge.resize(t_n, 0);
-        self.pooled.resize(t_n, 0);
-        let (ph, pw) = (g.ho / 2, g.wo / 2);
         for (s, (b, ty0, ty1, t_base)) in segments(tl, r0, r1).enumerate() {
             for ty in ty0..ty1 {
                 for tx in 0..tw {
                     let t = t_base + (ty - ty0) * tw + tx;
                     self.inp[t] = s * plane + 2 * ty * ew + tx;
                     self.out[t] = b * g.o * np + 2 * ty * g.wo + 2 * tx;
-                    self.pooled[t] = b * g.o * ph * pw + ty * pw + tx;
                     self.edge[t] = (2 * tx + 1 < g.wo) as u8 | (((2 * ty + 1 < g.ho) as u8) << 1);
                 }
             }
@@ -304,9 +302,25 @@ impl Addr {
         self.out32.clear();
         // Indices count from channel oc's plane of image 0 (the kernels add oc · Ho · Wo to
         // the base pointer), and reach at most one row + 1 past a tile's pixel.
-        self.pooled32.clear();
         if i32::try_from(g.b * g.o * np + g.wo + 1).is_ok() {
             self.out32.extend(self.out.iter().map(|&o| o as i32));
+        }
+    }
+
+    /// `pooled` (and `pooled32`, where `out32` is filled) of the block [`Addr::fill`] filled
+    /// last, for the pooled forward: tiles in the same order.
+    fn fill_pooled(&mut self, g: &Geom, tl: &Tiles, r0: usize, r1: usize) {
+        let (ph, pw) = (g.ho / 2, g.wo / 2);
+        self.pooled.clear();
+        for (b, ty0, ty1, _) in segments(tl, r0, r1) {
+            for ty in ty0..ty1 {
+                self.pooled
+                    .extend((0..tl.tw).map(|tx| b * g.o * ph * pw + ty * pw + tx));
+            }
+        }
+        self.pooled32.clear();
+        // Pooled offsets are below the output offsets, which fit an i32 where out32 is filled.
+        if self.out32.len() == self.out.len() {
             self.pooled32.extend(self.pooled.iter().map(|&o| o as i32));
         }
     }
@@ -445,9 +459,9 @@ unsafe fn transform_output(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd.avx512() && addr.out32.len() == t_n {
-        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); out32 and
-        // pooled32 are out and pooled as i32 (Addr::fill), here with the block's length; `yp`
-        // as this function requires.
+        // SAFETY: simd.avx512() holds only where the CPU has AVX-512F (Simd::new); out32 (and
+        // with a pool pooled32) are out and pooled as i32 (Addr::fill, Addr::fill_pooled), here
+        // with the block's length; `yp` as this function requires.
         return unsafe { avx512::transform_output(g, tl, addr, m, t_n, out, yp) };
     }
     // SAFETY: `addr` and `yp` as this function requires.
@@ -457,10 +471,10 @@ unsafe fn transform_output(
 /// What the output transform adds and where it writes: the bias, the ReLU, and with `pool` a
 /// 2 × 2 max-pool (floor mode), one pooled pixel per whole tile.
 #[derive(Clone, Copy)]
-struct Epilogue<'a> {
-    bias: Option<&'a [f32]>,
-    relu: bool,
-    pool: bool,
+pub(crate) struct Epilogue<'a> {
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) relu: bool,
+    pub(crate) pool: bool,
 }
 
 /// `dM` of a block (see [`portable::transform_output_grad`]), with AVX-512 when the CPU has it.
@@ -519,40 +533,22 @@ fn block_planes<'a>(
     (even, odd, addr)
 }
 
-/// Forward convolution (+ optional bias, optional ReLU) of a 3×3 stride-1 layer.
+/// Forward convolution of a 3×3 stride-1 layer, with the epilogue `out`: `[B, O, Ho, Wo]`, or
+/// with `out.pool` (which needs `out.relu`) `[B, O, Ho/2, Wo/2]`, where each 2 × 2 output tile
+/// is one pool window: the output transform writes its maximum and the conv output never
+/// exists. The same bits as the conv followed by the pool (the pool only compares).
 pub(crate) fn conv_fwd(
     g: &Geom,
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    out: Epilogue,
     opts: &ConvOptions,
 ) -> Vec<f32> {
+    assert!(
+        !out.pool || out.relu,
+        "the pooled epilogue is relu, then pool"
+    );
     let u = transform_weights(Simd::new(opts.isa), w, g.o, g.c);
-    let out = Epilogue {
-        bias,
-        relu,
-        pool: false,
-    };
-    conv_fwd_transformed(g, x, Kernels::Direct(&u), out, opts)
-}
-
-/// `maxpool2x2(relu(conv(x, w) + bias))` (floor mode), `[B, O, Ho/2, Wo/2]`: each 2 × 2 output
-/// tile is one pool window, so the output transform writes its maximum and the conv output
-/// never exists. The same bits as the conv followed by the pool (the pool only compares).
-pub(crate) fn conv_fwd_relu_pool(
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    opts: &ConvOptions,
-) -> Vec<f32> {
-    let u = transform_weights(Simd::new(opts.isa), w, g.o, g.c);
-    let out = Epilogue {
-        bias,
-        relu: true,
-        pool: true,
-    };
     conv_fwd_transformed(g, x, Kernels::Direct(&u), out, opts)
 }
 
@@ -599,6 +595,9 @@ fn conv_fwd_transformed(
             with_scratch(&SCRATCH, |sc| {
                 let (v, even, odd, addr) = block_buffers(sc, g, &tl, r0, r1);
                 transform_input(simd, g, &tl, addr, x, r0, r1, v, even, odd);
+                if out.pool {
+                    sc.addr.fill_pooled(g, &tl, r0, r1);
+                }
                 let m = grow(&mut sc.m, 16 * g.o * t_n);
                 multiply(g, u, &sc.v, m, t_n, par);
                 // SAFETY: sc.addr was filled for this block (block_buffers); yp is y, the whole
