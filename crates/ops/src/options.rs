@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 /// Which convolution algorithm `Backend::Fast` uses on the CPU for 3×3 stride-1 layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ConvAlgo {
-    /// Per layer: a direct kernel for 3×3 stride-1 padding-1 layers with at most 32 input
-    /// channels on maps of at least 8 × 8, one dense product on 2 × 2 maps, Winograd
+    /// Per layer: a direct kernel for 3×3 stride-1 padding-1 layers with at most 32 input and
+    /// 32 output channels on maps of at least 8 × 8, one dense product on 2 × 2 maps, Winograd
     /// F(2×2, 3×3) where it pays (3×3, stride 1, padding ≤ 2, at least [`AUTO_MIN_CHANNELS`]
     /// input and output channels), im2col + gemm elsewhere.
     #[default]
